@@ -1,0 +1,5 @@
+"""Tracker of the VGGT track head (CoTracker/VGGSfM style)."""
+
+from .predictor import BaseTrackerPredictor
+
+__all__ = ["BaseTrackerPredictor"]
