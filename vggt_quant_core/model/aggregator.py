@@ -59,6 +59,8 @@ class Aggregator(nn.Module):
         self.depth = agg.depth
         self.camera_token = nn.Parameter(torch.zeros(1, 2, 1, dim))
         self.register_token = nn.Parameter(torch.zeros(1, 2, agg.num_register_tokens, dim))
+        nn.init.normal_(self.camera_token, std=1e-6)
+        nn.init.normal_(self.register_token, std=1e-6)
         self.patch_start_idx = 1 + agg.num_register_tokens
 
     def embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -40,6 +40,17 @@ class DinoVisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         # Used only by DINOv2 masked training; kept so the official checkpoint loads strictly.
         self.mask_token = nn.Parameter(torch.zeros(1, embed_dim))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # DINOv2 (timm) initialisation; real weights come from the checkpoint.
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        nn.init.normal_(self.register_tokens, std=1e-6)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
 
     def interpolate_pos_encoding(self, height: int, width: int) -> torch.Tensor:
         """Position embedding [1, 1 + (H/p)*(W/p), C] for an H x W input."""

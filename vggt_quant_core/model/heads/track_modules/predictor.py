@@ -27,7 +27,7 @@ class BaseTrackerPredictor(nn.Module):
         latent = cfg.latent_dim
         self.transformer_dim = 3 * latent + 4
         self.corr_mlp = Mlp(cfg.corr_levels * (2 * cfg.corr_radius + 1) ** 2, cfg.hidden_size, latent)
-        self.query_ref_token = nn.Parameter(torch.zeros(1, 2, self.transformer_dim))
+        self.query_ref_token = nn.Parameter(torch.randn(1, 2, self.transformer_dim))
         self.updateformer = EfficientUpdateFormer(
             depth=cfg.depth, input_dim=self.transformer_dim, hidden_size=cfg.hidden_size,
             num_heads=cfg.updateformer_num_heads, output_dim=latent + 2, mlp_ratio=cfg.mlp_ratio,

@@ -63,6 +63,15 @@ class EfficientUpdateFormer(nn.Module):
             CrossAttnBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
         self.space_virtual2point_blocks = nn.ModuleList(
             CrossAttnBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.normal_(self.virual_tracks)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.trunc_normal_(self.flow_head.weight, std=0.001)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         init_tokens = self.input_transform(self.input_norm(x))

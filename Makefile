@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything is installed into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+TORCH ?= torch==2.13.0
+DEMO_OUT ?= outputs/demo
+
+.PHONY: all install demo test lint clean
+
+all: test
+
+install: $(STAMP)
+
+$(STAMP): setup.py setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,ros]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/vggt-quant demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m flake8 vggt_quant_core vggt_quant_ros test setup.py
+
+clean:
+	rm -rf $(VENV) outputs build *.egg-info .pytest_cache

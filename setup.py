@@ -1,0 +1,39 @@
+"""ament_python package ``vggt_quant_ros`` that also installs with pip (``pip install .[ros]``)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "vggt_quant_ros"
+
+ROS_WHEELS = ["ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-sensor-msgs", "ros-geometry-msgs", "ros-nav-msgs",
+              "ros-std-msgs", "ros-visualization-msgs", "ros-diagnostic-msgs"]
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="Quantized VGGT for ROS 2: poses, depth and point clouds from camera streams",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["test", "test.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+    ],
+    # torch is not pinned here: install the build matching your CUDA first (the Makefile uses 2.13.0 CPU).
+    install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4", "Pillow>=9.1"],
+    extras_require={
+        "ros": ROS_WHEELS,
+        "dev": ["pytest>=7", "flake8>=6", "colcon-common-extensions"],
+    },
+    zip_safe=True,
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "vggt-quant = vggt_quant_core.cli.main:main",
+        ],
+    },
+)

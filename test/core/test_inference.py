@@ -1,0 +1,93 @@
+"""Precision policy, reconstruction assembly and confidence filtering."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import load_pt, rel_to_max
+from vggt_quant_core.geometry import pose_encoding_to_extri_intri
+from vggt_quant_core.inference import (Reconstruction, colored_points, confidence_mask,
+                                       predictions_to_reconstruction, report_progress, resolve_precision,
+                                       run_vggt)
+from vggt_quant_core.model import load_vggt
+
+
+@pytest.fixture(scope="module")
+def tiny(golden_dir):
+    return load_vggt(golden_dir / "tiny_a"), load_pt(golden_dir / "tiny_a" / "inputs.pt")["images"]
+
+
+def test_run_vggt_fp32_equals_the_plain_forward(tiny):
+    model, images = tiny
+    with torch.no_grad():
+        reference = model(images)
+    out = run_vggt(model, images, precision="fp32")
+    assert torch.equal(out["depth"], reference["depth"])
+
+
+def test_bf16_autocast_keeps_heads_fp32_and_stays_close(tiny):
+    model, images = tiny
+    reference = run_vggt(model, images, precision="fp32")
+    out = run_vggt(model, images, precision="bf16")
+    assert out["depth"].dtype == out["pose_enc"].dtype == torch.float32
+    assert 0 < rel_to_max(out["depth"], reference["depth"]) < 0.1
+
+
+def test_precision_must_match_reduced_storage(golden_dir):
+    model = load_vggt(golden_dir / "tiny_a", dtype=torch.bfloat16)
+    assert resolve_precision("auto", model, torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ValueError, match="stored in torch.bfloat16"):
+        resolve_precision("fp32", model, torch.device("cpu"))
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("int3", model, torch.device("cpu"))
+
+
+def test_images_outside_unit_range_are_rejected(tiny):
+    model, images = tiny
+    with pytest.raises(ValueError, match="0-255 data"):
+        run_vggt(model, images * 255)
+
+
+def test_reconstruction_unprojects_depth_with_predicted_cameras(tiny):
+    model, images = tiny
+    predictions = run_vggt(model, images)
+    recon = predictions_to_reconstruction(predictions, point_source="depth")
+    extrinsics, intrinsics = pose_encoding_to_extri_intri(predictions["pose_enc"], images.shape[-2:])
+    assert np.allclose(recon.extrinsics, extrinsics[0].numpy()) and np.allclose(recon.intrinsics, intrinsics[0])
+    # each point lies on its pixel's ray at its depth: camera z equals the depth map
+    rotation, translation = recon.extrinsics[:, :3, :3], recon.extrinsics[:, :3, 3]
+    camera = np.einsum("sij,shwj->shwi", rotation, recon.points) + translation[:, None, None]
+    assert np.allclose(camera[..., 2], recon.depth, rtol=1e-4, atol=1e-5)
+    assert recon.images.dtype == np.uint8 and recon.images.shape == (2, 42, 56, 3)
+    assert np.array_equal(recon.images, (images.permute(0, 2, 3, 1) * 255).round().byte().numpy())
+    pointmap = predictions_to_reconstruction(predictions, point_source="pointmap")
+    assert np.array_equal(pointmap.points, predictions["world_points"][0].numpy())
+
+
+def test_confidence_mask_percentile_and_floor():
+    conf = np.arange(1, 101, dtype=np.float32).reshape(10, 10)
+    assert confidence_mask(conf, 50).sum() == 50  # keeps values >= median (50.5) -> 51..100
+    assert confidence_mask(conf, 0, min_conf=90).sum() == 10
+    conf[0, 0] = np.nan
+    assert not confidence_mask(conf, 0)[0, 0]
+    with pytest.raises(ValueError):
+        confidence_mask(conf, 100)
+
+
+def test_degenerate_cameras_give_no_nonfinite_points():
+    recon = Reconstruction(images=np.zeros((1, 2, 2, 3), np.uint8), depth=np.ones((1, 2, 2), np.float32),
+                           depth_conf=np.full((1, 2, 2), 2, np.float32), extrinsics=np.zeros((1, 3, 4), np.float32),
+                           intrinsics=np.eye(3, dtype=np.float32)[None],
+                           points=np.array([[[[np.inf, 0, 1], [0, 0, 1]], [[np.nan, 0, 1], [1, 1, 1]]]], np.float32),
+                           points_conf=np.full((1, 2, 2), 2, np.float32))
+    xyz, rgb = colored_points(recon, percentile=0)
+    assert xyz.shape == (2, 3) and np.isfinite(xyz).all() and rgb.shape == (2, 3)
+
+
+def test_progress_reports_aggregator_layers(tiny):
+    model, images = tiny
+    messages = []
+    with report_progress(model, messages.append, every_seconds=0):
+        run_vggt(model, images)
+    assert messages[-1].startswith(f"  aggregator layer {model.aggregator.depth}/{model.aggregator.depth}")
+    assert all(not block._forward_hooks for block in model.aggregator.global_blocks)

@@ -1,0 +1,55 @@
+"""Dependency rules between the layers (see README: Architecture)."""
+
+import ast
+from pathlib import Path
+
+from helpers import REPO
+
+CORE = REPO / "vggt_quant_core"
+
+
+def _imports(path: Path):
+    """Absolute module names imported by a file (relative imports resolved)."""
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            yield module
+            yield from (f"{module}.{alias.name}" for alias in node.names)
+
+
+def _violations(folder: Path, allowed_project_prefixes, forbidden_roots=()):
+    bad = []
+    for path in folder.rglob("*.py"):
+        for name in _imports(path):
+            root = name.split(".")[0]
+            if root in forbidden_roots or root.endswith("_msgs"):
+                bad.append(f"{path.relative_to(REPO)} imports {name}")
+            if root.startswith("vggt_quant") and not name.startswith(tuple(allowed_project_prefixes)):
+                bad.append(f"{path.relative_to(REPO)} imports {name}")
+    return bad
+
+
+def test_core_never_imports_ros():
+    assert _violations(CORE, ["vggt_quant_core"], forbidden_roots=("rclpy", "rosbags", "vggt_quant_ros")) == []
+
+
+def test_model_imports_only_geometry_and_file_helpers():
+    allowed = ["vggt_quant_core.model", "vggt_quant_core.geometry", "vggt_quant_core.fileio"]
+    assert _violations(CORE / "model", allowed) == []
+
+
+def test_geometry_and_data_do_not_import_the_model():
+    assert _violations(CORE / "geometry", ["vggt_quant_core.geometry"]) == []
+    assert _violations(CORE / "data", ["vggt_quant_core.data", "vggt_quant_core.geometry"]) == []
+
+
+def test_rule_checker_sees_relative_imports():
+    names = set(_imports(CORE / "model" / "vggt.py"))
+    assert "vggt_quant_core.model.aggregator" in names

@@ -1,0 +1,40 @@
+"""``vggt-quant``: reconstruct with (quantized) VGGT from the command line."""
+
+import argparse
+import logging
+import sys
+import traceback
+from typing import List, Optional
+
+from ..model import CheckpointError
+from . import demo, infer
+
+log = logging.getLogger("vggt_quant")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vggt-quant", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (infer, demo):
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    try:
+        return args.run(args) or 0
+    except (CheckpointError, ValueError, OSError) as exc:
+        # Bad input is reported in one line; a traceback only with --verbose.
+        if args.verbose:
+            traceback.print_exc()
+        print(f"vggt-quant {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vggt-quant {args.command}: interrupted (files are written atomically: none is half-written)",
+              file=sys.stderr)
+        return 130

@@ -1,0 +1,7 @@
+"""Writing results: point clouds, depth images, cameras."""
+
+from .colormap import colorize_depth, turbo
+from .ply import read_ply, write_ply
+from .reconstruction import write_reconstruction
+
+__all__ = ["colorize_depth", "read_ply", "turbo", "write_ply", "write_reconstruction"]
