@@ -91,3 +91,34 @@ def test_progress_reports_aggregator_layers(tiny):
         run_vggt(model, images)
     assert messages[-1].startswith(f"  aggregator layer {model.aggregator.depth}/{model.aggregator.depth}")
     assert all(not block._forward_hooks for block in model.aggregator.global_blocks)
+
+
+def test_residual_stream_stays_float32_under_autocast(tiny):
+    model, images = tiny
+    block = model.aggregator.frame_blocks[0]
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = output.dtype
+        return hook
+
+    handles = [block.register_forward_hook(record("block")), block.attn.qkv.register_forward_hook(record("qkv"))]
+    try:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            tokens, _ = model.aggregator(images[None])
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == {"qkv": torch.bfloat16, "block": torch.float32}  # matmul in bf16, residual in fp32
+    assert tokens[-1].dtype == torch.float32
+
+
+def test_training_mode_does_not_return_images(tiny):
+    model, images = tiny
+    model.train()
+    try:
+        with torch.no_grad():
+            assert "images" not in model(images)
+    finally:
+        model.eval()
