@@ -37,7 +37,14 @@ def _violations(folder: Path, allowed_project_prefixes, forbidden_roots=()):
 
 
 def test_core_never_imports_ros():
-    assert _violations(CORE, ["vggt_quant_core"], forbidden_roots=("rclpy", "rosbags", "vggt_quant_ros")) == []
+    assert _violations(CORE, ["vggt_quant_core"], forbidden_roots=("rclpy", "vggt_quant_ros")) == []
+
+
+def test_only_data_reads_or_writes_bag_files():
+    """``rosbags`` (a pure-Python file format library, no ROS) belongs to data/ only."""
+    outside = [p for p in CORE.rglob("*.py") if CORE / "data" not in p.parents
+               and any(n.split(".")[0] == "rosbags" for n in _imports(p))]
+    assert outside == []
 
 
 def test_model_imports_only_geometry_and_file_helpers():
