@@ -27,7 +27,8 @@ setup(
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4", "Pillow>=9.1"],
     extras_require={
         "ros": ROS_WHEELS,
-        "dev": ["pytest>=7", "flake8>=6", "colcon-common-extensions"],
+        "dev": ["pytest>=7", "flake8>=6", "colcon-common-extensions", "fht-cpu"],
+        "fast": ["fht-cpu"],  # optional CPU Hadamard kernel (the pure-torch Kronecker path is the default)
     },
     zip_safe=True,
     tests_require=["pytest"],

@@ -1,0 +1,96 @@
+"""``QuantConfig``: everything that defines a quantized model, serialisable to JSON."""
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Tuple
+
+from .quantizers import QuantSpec
+from .recipes import RECIPES
+
+FULL_PRECISION_BITS = 16  # w_bits/a_bits = 16: that side stays in float
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Quantization of VGGT's transformer Linears.
+
+    Defaults: round-to-nearest W8A8, weights symmetric per output channel, activations symmetric and
+    dynamic per token, on the 192 aggregator Linears. ``method`` picks the input transforms (see
+    ``recipes.RECIPES``); ``seed`` seeds the random Hadamard signs; ``smooth_alpha`` is SmoothQuant's
+    migration strength; ``fuse_smoothing`` folds a leading smoothing scale into the preceding LayerNorm
+    where that is exact (attn.qkv after norm1, mlp.fc1 after norm2).
+    """
+
+    method: str = "rtn"
+    w_bits: int = 8
+    a_bits: int = 8
+    w_granularity: str = "per_channel"
+    w_group_size: int = 128
+    w_symmetric: bool = True
+    w_clip_ratio: float = 1.0
+    a_granularity: str = "per_token"
+    a_dynamic: bool = True
+    a_symmetric: bool = True
+    a_clip_ratio: float = 1.0
+    smooth_alpha: float = 0.5
+    fuse_smoothing: bool = True
+    include_patch_embed: bool = False
+    include_camera_trunk: bool = False
+    seed: int = 0
+    learnable_clip: bool = False
+
+    def __post_init__(self):
+        if self.method not in RECIPES:
+            raise ValueError(f"unknown method {self.method!r}; choose from {sorted(RECIPES)}")
+        for name in ("w_bits", "a_bits"):
+            bits = getattr(self, name)
+            if bits != FULL_PRECISION_BITS and not 2 <= bits <= 8:
+                raise ValueError(f"{name} must be 2..8 or {FULL_PRECISION_BITS} (no quantization), got {bits}")
+        if self.w_granularity == "per_token" or self.a_granularity not in ("per_token", "per_tensor"):
+            raise ValueError("weights are quantized per_channel/per_group/per_tensor, activations per_token/"
+                             "per_tensor")
+        if not 0 < self.smooth_alpha < 1:
+            raise ValueError(f"smooth_alpha must be in (0, 1), got {self.smooth_alpha}")
+        self.w_spec()  # validates the remaining fields
+        self.a_spec()
+        if not self.a_dynamic and self.a_granularity != "per_tensor":
+            raise ValueError("static activation quantization is per_tensor only (a per-token static scale would "
+                             "depend on the frame count and resolution)")
+
+    def w_spec(self) -> Optional[QuantSpec]:
+        if self.w_bits == FULL_PRECISION_BITS:
+            return None
+        return QuantSpec(self.w_bits, self.w_symmetric, self.w_granularity, self.w_group_size, self.w_clip_ratio)
+
+    def a_spec(self) -> Optional[QuantSpec]:
+        if self.a_bits == FULL_PRECISION_BITS:
+            return None
+        return QuantSpec(self.a_bits, self.a_symmetric, self.a_granularity, clip_ratio=self.a_clip_ratio)
+
+    @property
+    def needs_calibration_data(self) -> bool:
+        return RECIPES[self.method].smooth or (not self.a_dynamic and self.a_bits != FULL_PRECISION_BITS)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}-w{self.w_bits}a{self.a_bits}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "QuantConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown QuantConfig field(s) {sorted(unknown)}")
+        return cls(**data)
+
+
+def parse_bits(text: str) -> Tuple[int, int]:
+    """``w4a8`` -> (4, 8); ``w4a16`` is weight-only."""
+    match = re.fullmatch(r"w(\d+)a(\d+)", text.strip().lower())
+    if not match:
+        raise ValueError(f"bits must look like w4a8, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
