@@ -25,7 +25,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(PY) -m flake8 vggt_quant_core vggt_quant_ros test setup.py
+	$(PY) -m flake8 vggt_quant_core vggt_quant_ros test benchmarks setup.py
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info .pytest_cache

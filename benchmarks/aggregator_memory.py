@@ -72,8 +72,8 @@ def main() -> None:
         runs[variant] = json.loads(result.stdout)
     tokens = 1 + config.aggregator.num_register_tokens + (args.height // 14) * (args.width // 14)
     layer_bytes = args.frames * tokens * 2 * config.embed_dim * 4
-    kept = len({config.aggregator.depth - 1} | {i % config.aggregator.depth
-                                                 for i in config.depth_head.intermediate_layer_idx})
+    depth = config.aggregator.depth
+    kept = len({depth - 1} | {i % depth for i in config.depth_head.intermediate_layer_idx})
     report = {
         "benchmark": "aggregator_memory",
         "environment": {"python": platform.python_version(), "torch": __import__("torch").__version__,

@@ -8,6 +8,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
+from .eval.outliers import inject_outliers
 from .model import CheckpointError, VGGT, VGGTConfig, load_vggt
 
 log = logging.getLogger(__name__)
@@ -32,18 +33,22 @@ class Preset:
     name: str
     description: str
     config: VGGTConfig
-    image_size: int                                # preprocessing target width (crop mode)
-    weights: Optional[Callable[[], Path]] = None   # None: untrained, seeded initialisation
+    image_size: int                                  # preprocessing target width (crop mode)
+    weights: Optional[Callable[[], Path]] = None     # None: untrained, seeded initialisation
     seed: int = 0
+    post_init: Optional[Callable[[VGGT], VGGT]] = None  # applied to the seeded initialisation
 
 
-def _tiny_config(img_size: int) -> VGGTConfig:
-    dpt = {"dim_in": 128, "features": 32, "out_channels": [16, 32, 64, 64], "intermediate_layer_idx": [0, 1, 2, 3]}
+def _small_config(img_size: int, embed_dim: int, depth: int, levels) -> VGGTConfig:
+    """A small VGGT: same module types as VGGT-1B, smaller widths and depths, no track head."""
+    heads = embed_dim // 16
+    dpt = {"dim_in": 2 * embed_dim, "features": 32, "out_channels": [16, 32, 64, 64],
+           "intermediate_layer_idx": list(levels)}
     return VGGTConfig.from_dict({
-        "img_size": img_size, "embed_dim": 64,
-        "aggregator": {"depth": 4, "num_heads": 4},
-        "patch_embed": {"depth": 2, "num_heads": 4},
-        "camera_head": {"dim_in": 128, "trunk_depth": 1, "num_heads": 4},
+        "img_size": img_size, "embed_dim": embed_dim,
+        "aggregator": {"depth": depth, "num_heads": heads},
+        "patch_embed": {"depth": 2, "num_heads": heads},
+        "camera_head": {"dim_in": 2 * embed_dim, "trunk_depth": 1, "num_heads": heads},
         "depth_head": {**dpt, "output_dim": 2, "activation": "exp"},
         "point_head": {**dpt, "output_dim": 4, "activation": "inv_log"},
         "track_head": None,
@@ -55,7 +60,11 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            VGGTConfig(), image_size=518, weights=vggt_1b_weights),
     Preset("vggt-tiny-random", "untrained 1.3M-parameter VGGT (seeded weights): exercises the whole "
            "pipeline in seconds; its reconstructions are meaningless",
-           _tiny_config(224), image_size=224),
+           _small_config(224, 64, 4, (0, 1, 2, 3)), image_size=224),
+    Preset("vggt-outlier", "untrained 4M-parameter VGGT with VGGT-1B-like activation outliers (massive "
+           "camera/register-token channels, outlier channels, heavy tails; see eval/outliers.py): a "
+           "quantization benchmark model, not a reconstruction model",
+           _small_config(224, 128, 6, (1, 3, 4, 5)), image_size=224, post_init=inject_outliers),
 ]}
 DEFAULT_PRESET = "vggt-tiny-random"
 
@@ -77,6 +86,8 @@ def build_preset(preset: Preset, dtype: torch.dtype = torch.float32,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(preset.seed)
         model = VGGT(preset.config)
+    if preset.post_init is not None:
+        model = preset.post_init(model)
     return model.to(device).eval()
 
 

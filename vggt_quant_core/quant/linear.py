@@ -160,4 +160,3 @@ def _reference_forward(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
 
 # Backend name -> forward(layer, x). Real low-bit kernels register here; "reference" is the fallback.
 BACKENDS: Dict[str, Callable[[QuantLinear, torch.Tensor], torch.Tensor]] = {"reference": _reference_forward}
-

@@ -1,0 +1,76 @@
+"""Fidelity metrics, activation statistics, the outlier model and the fidelity benchmark command."""
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+
+from vggt_quant_core.cli.main import main
+from vggt_quant_core.eval.fidelity import compare_outputs, relative_l2, sqnr_db
+from vggt_quant_core.presets import build_preset, get_preset
+from vggt_quant_core.quant import QuantConfig, quantization_disabled, quantize, quantized_layers
+from vggt_quant_core.quant.observers import ActivationStats, observe_inputs
+
+
+def test_metrics_on_hand_computed_cases():
+    reference = torch.tensor([3.0, 4.0])        # norm 5
+    actual = torch.tensor([3.0, 4.5])           # error norm 0.5
+    assert relative_l2(actual, reference) == pytest.approx(0.1)
+    assert sqnr_db(actual, reference) == pytest.approx(10 * math.log10(25 / 0.25))  # 20 dB
+    assert sqnr_db(reference, reference) == math.inf
+    report = compare_outputs({"depth": actual, "extra": actual}, {"depth": reference}, keys=("depth", "pose_enc"))
+    assert set(report) == {"depth"} and report["depth"]["sqnr_db"] == pytest.approx(20.0)
+
+
+def test_activation_stats_kurtosis_and_channel_maxima():
+    stats = ActivationStats()
+    x = torch.randn(200_000, 4, generator=torch.Generator().manual_seed(0))
+    x[:, 3] *= 10
+    stats.update(x[:100_000])
+    stats.update(x[100_000:])
+    assert torch.allclose(stats.channel_absmax, x.abs().amax(0))
+    assert torch.equal(stats.channel_min, x.amin(0))
+    flat = x.flatten().double()
+    expected = ((flat - flat.mean()) ** 4).mean() / flat.var(unbiased=False) ** 2
+    assert stats.kurtosis == pytest.approx(expected.item(), rel=1e-6)
+    gaussian = ActivationStats()
+    gaussian.update(torch.randn(100_000, 8))
+    assert gaussian.kurtosis == pytest.approx(3.0, abs=0.1)
+
+
+@pytest.fixture(scope="module")
+def outlier_model():
+    return build_preset(get_preset("vggt-outlier"))
+
+
+def test_outlier_preset_is_deterministic_and_heavy_tailed(outlier_model):
+    again = build_preset(get_preset("vggt-outlier"))
+    assert torch.equal(again.aggregator.camera_token, outlier_model.aggregator.camera_token)
+    tokens = outlier_model.aggregator.camera_token.abs()
+    assert (tokens > 40).sum() == 2 * 4  # 4 massive channels in both camera-token slots
+    images = torch.rand(2, 3, 168, 224, generator=torch.Generator().manual_seed(0))
+    wrapped = quantize(copy.deepcopy(outlier_model), QuantConfig(method="quarot"), freeze=False)
+    with torch.no_grad(), quantization_disabled(wrapped), \
+            observe_inputs(quantized_layers(wrapped), {"raw": 0, "rotated": None}) as stats:
+        wrapped(images)
+    qkv = stats["aggregator.frame_blocks.2.attn.qkv"]
+    assert qkv["raw"].kurtosis > 20 and qkv["rotated"].kurtosis < 5  # rotation removes the heavy tail
+    assert qkv["raw"].summary()["top_channel_ratio"] > 10
+
+
+def test_bench_fidelity_command_writes_a_report(tmp_path, capsys):
+    out = tmp_path / "fidelity.json"
+    code = main(["bench", "fidelity", "--model", "vggt-tiny-random", "--methods", "rtn,dsfq", "--bits", "w8a8,w4a4",
+                 "--frames", "2", "--windows", "1", "--calibration-windows", "1", "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert [(r["method"], r["bits"]) for r in report["results"]] == [
+        ("rtn", "w8a8"), ("rtn", "w4a4"), ("dsfq", "w8a8"), ("dsfq", "w4a4")]
+    by = {(r["method"], r["bits"]): r["outputs"]["pose_enc"]["sqnr_db"] for r in report["results"]}
+    assert by[("rtn", "w8a8")] > by[("rtn", "w4a4")]
+    assert set(report["activation_stats"]) == {"raw", "rtn", "dsfq"}
+    assert "| w4a4 | dsfq |" in capsys.readouterr().out
+    assert main(["bench", "fidelity", "--methods", "gptq"]) == 2
+    assert main(["bench", "fidelity", "--bits", "w4"]) == 2

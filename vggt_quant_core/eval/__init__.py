@@ -1,0 +1,1 @@
+"""Evaluation: output fidelity of quantized models, benchmark model construction."""
