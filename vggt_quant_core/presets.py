@@ -10,6 +10,7 @@ import torch
 
 from .eval.outliers import inject_outliers
 from .model import CheckpointError, VGGT, VGGTConfig, load_vggt
+from .quant import is_quantized_checkpoint, load_quantized
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,9 @@ def load_model(checkpoint: Optional[Union[str, Path]] = None, preset: Optional[s
     if checkpoint is not None and preset is not None:
         raise ValueError("give a checkpoint or a preset, not both")
     if checkpoint is not None:
+        if Path(checkpoint).is_file() and is_quantized_checkpoint(checkpoint):
+            model = load_quantized(checkpoint, device=device)
+            return model, model.config.img_size, f"quantized checkpoint {checkpoint} ({model.quant_config.label})"
         model = load_vggt(checkpoint, dtype=dtype, device=device)
         return model, model.config.img_size, f"checkpoint {checkpoint}"
     chosen = get_preset(preset or DEFAULT_PRESET)

@@ -16,8 +16,8 @@ from ..quant import RECIPES, parse_bits
 log = logging.getLogger("vggt_quant")
 
 
-def _model(spec: str, device: torch.device):
-    """A preset name or a checkpoint path."""
+def load_model_spec(spec: str, device: torch.device):
+    """A preset name or a checkpoint path -> (model, width, description)."""
     if spec in PRESETS:
         return load_model(preset=spec, device=device)
     return load_model(checkpoint=Path(spec), device=device)
@@ -54,7 +54,7 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
     if args.frames < 2 or args.windows < 1 or args.calibration_windows < 1:
         raise ValueError("--frames must be >= 2, --windows and --calibration-windows >= 1")
     device = resolve_device(args.device)
-    model, width, description = _model(args.model, device)
+    model, width, description = load_model_spec(args.model, device)
     log.info("fidelity: %s, %d methods x %d bit-widths, %d windows of %d frames", description, len(methods),
              len(bit_pairs), args.windows, args.frames)
     report = run_fidelity(model, methods, bit_pairs, args.frames, args.windows, args.calibration_windows, width)

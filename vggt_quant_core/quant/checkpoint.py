@@ -175,8 +175,8 @@ def size_report(model: VGGT, path: Optional[Path] = None) -> Dict[str, int]:
     owned = tuple(f"{name}." for name in layers)
     others = sum(p.numel() for name, p in model.named_parameters() if not name.startswith(owned))
     report = {"quantized_layers_bytes": stored, "quantized_layers_fp16_bytes": 2 * original,
-              "quantized_layers_fp32_bytes": 4 * original, "model_fp16_bytes": 2 * (original + others),
-              "model_fp32_bytes": 4 * (original + others)}
+              "quantized_layers_fp32_bytes": 4 * original, "unquantized_fp32_bytes": 4 * others,
+              "model_fp16_bytes": 2 * (original + others), "model_fp32_bytes": 4 * (original + others)}
     if path is not None:
         report["file_bytes"] = path.stat().st_size
     return report
