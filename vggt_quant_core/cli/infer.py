@@ -13,7 +13,7 @@ from ..export import write_reconstruction
 from ..inference import (POINT_SOURCES, PRECISIONS, predictions_to_reconstruction, report_progress,
                          resolve_device, run_vggt)
 from ..presets import DEFAULT_PRESET, PRESETS, load_model
-from .images import find_images
+from ..data.files import find_images
 
 log = logging.getLogger("vggt_quant")
 

@@ -12,7 +12,7 @@ from ..eval.fidelity_bench import scene_windows
 from ..inference import resolve_device
 from ..quant import RECIPES, QuantConfig, parse_bits, quantize, save_quantized
 from .bench import load_model_spec
-from .images import find_images
+from ..data.files import find_images
 
 log = logging.getLogger("vggt_quant")
 

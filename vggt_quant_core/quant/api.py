@@ -13,7 +13,7 @@ from .linear import QuantLinear
 from .observers import observe_inputs
 from .recipes import RECIPES
 from .targets import preceding_norm, target_layers
-from .transforms import ChannelScale, InputTransform, RandomHadamard, smoothing_scale
+from .transforms import ChannelScale, InputTransform, KroneckerAffine, RandomHadamard, smoothing_scale
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,14 @@ def state_dict_sha256(model: nn.Module) -> str:
 
 def build_transform(config: QuantConfig, n: int, layer_index: int) -> InputTransform:
     recipe = RECIPES[config.method]
+    seed = config.seed * _SEED_STRIDE + 2 * layer_index
     steps = []
     if recipe.rotate:
-        steps.append(RandomHadamard(n, seed=config.seed * _SEED_STRIDE + layer_index))
+        steps.append(RandomHadamard(n, seed=seed))
     if recipe.smooth:
         steps.append(ChannelScale(n))
+    if recipe.affine:
+        steps.append(KroneckerAffine(n, seed=seed))
     return InputTransform(steps)
 
 

@@ -29,7 +29,7 @@ from .api import quantized_layers, state_dict_sha256
 from .config import QuantConfig
 from .linear import QuantLinear
 from .quantizers import QuantSpec
-from .transforms import ChannelScale, InputTransform, RandomHadamard
+from .transforms import ChannelScale, InputTransform, KroneckerAffine, RandomHadamard
 
 FORMAT = "vggt-quant"
 FORMAT_VERSION = 1
@@ -41,7 +41,8 @@ def _layer_layout(layer: QuantLinear) -> dict:
             "transform": layer.transform.describe(), "fused_norm": layer.fused_norm,
             "w_spec": None if layer.w_spec is None else layer.w_spec.to_dict(),
             "a_spec": None if layer.a_spec is None else layer.a_spec.to_dict(),
-            "a_dynamic": layer.act_quantizer.dynamic if layer.act_quantizer is not None else True}
+            "a_dynamic": layer.act_quantizer.dynamic if layer.act_quantizer is not None else True,
+            "a_learned_clip": layer.act_quantizer is not None and layer.act_quantizer.clip_logit is not None}
 
 
 def save_quantized(model: VGGT, path: PathLike, include_base: bool = True,
@@ -110,11 +111,13 @@ def _build_layer(layout: dict) -> QuantLinear:
             steps.append(RandomHadamard(step["n"], step["seed"]))
         elif step["type"] == ChannelScale.kind:
             steps.append(ChannelScale(step["n"]))
+        elif step["type"] == KroneckerAffine.kind:
+            steps.append(KroneckerAffine(step["n"], step["seed"]))
         else:
             raise CheckpointError(f"unknown transform step {step['type']!r}")
     specs = [None if layout[k] is None else QuantSpec(**layout[k]) for k in ("w_spec", "a_spec")]
     layer = QuantLinear(layout["in_features"], layout["out_features"], layout["bias"], InputTransform(steps),
-                        specs[0], specs[1], layout["a_dynamic"])
+                        specs[0], specs[1], layout["a_dynamic"], learnable_clip=layout.get("a_learned_clip", False))
     layer.fused_norm = layout["fused_norm"]
     if layer.act_quantizer is not None and not layer.act_quantizer.dynamic:
         layer.act_quantizer.static_scale = torch.empty(1)

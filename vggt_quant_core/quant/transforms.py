@@ -75,6 +75,48 @@ class ChannelScale(nn.Module):
         return {"type": self.kind, "n": self.log_scale.numel()}
 
 
+def kronecker_factors(n: int):
+    """(a, b) with a * b = n and a the largest divisor of n not above sqrt(n) (1024 -> 32 x 32)."""
+    a = max(d for d in range(1, int(n ** 0.5) + 1) if n % d == 0)
+    return a, n // a
+
+
+class KroneckerAffine(nn.Module):
+    """x -> x @ kron(L, R) (learnable, invertible; FlatQuant-style), W -> W @ kron(L, R)^-T.
+
+    x is viewed as [..., a, b] and mapped to L^T X R, so the cost is O(n (a + b)) per token. L and R
+    start as seeded random orthogonal matrices (then the transform is a rotation); calibration learns
+    them freely, and the weight side uses their exact inverses (computed in float64).
+    """
+
+    kind = "kronecker"
+
+    def __init__(self, n: int, seed: int) -> None:
+        super().__init__()
+        self.n, self.seed = n, seed
+        a, b = kronecker_factors(n)
+        self.left = nn.Parameter(random_orthogonal(a, seed).float())
+        self.right = nn.Parameter(random_orthogonal(b, seed + 1).float())
+
+    @staticmethod
+    def _multiply(x: torch.Tensor, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+        a, b = left.shape[0], right.shape[0]
+        y = x.reshape(*x.shape[:-1], a, b)
+        return (left.to(x.dtype).T @ y @ right.to(x.dtype)).reshape(x.shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._multiply(x, self.left, self.right)
+
+    def fold_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        # kron(L, R)^-T = kron(L^-T, R^-T)
+        left_inv_t = torch.linalg.inv(self.left.double()).T
+        right_inv_t = torch.linalg.inv(self.right.double()).T
+        return self._multiply(weight.double(), left_inv_t, right_inv_t).to(weight.dtype)
+
+    def describe(self) -> dict:
+        return {"type": self.kind, "n": self.n, "seed": self.seed, "factors": list(kronecker_factors(self.n))}
+
+
 def smoothing_scale(act_absmax: torch.Tensor, weight: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
     """SmoothQuant scale c_j = max|X_j|^alpha / max_i|W_ij|^(1 - alpha) (clamped to >= 1e-5).
 

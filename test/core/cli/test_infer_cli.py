@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from helpers import GOLDEN
-from vggt_quant_core.cli.images import find_images
+from vggt_quant_core.data.files import find_images
 from vggt_quant_core.cli.main import main
 from vggt_quant_core.export import read_ply
 

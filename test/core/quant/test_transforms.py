@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from vggt_quant_core.kernels import hadamard_matrix
-from vggt_quant_core.quant.transforms import ChannelScale, InputTransform, RandomHadamard, smoothing_scale
+from vggt_quant_core.quant.transforms import (ChannelScale, InputTransform, KroneckerAffine, RandomHadamard,
+                                              smoothing_scale)
 
 
 @pytest.mark.parametrize("n", [48, 64, 52])  # 52: no Hadamard matrix -> random orthogonal fallback
@@ -41,3 +42,18 @@ def test_smoothing_balances_activation_and_weight_maxima():
     smoothed_x, smoothed_w = x / scale, weight * scale
     assert torch.allclose(smoothed_x.abs().amax(0), smoothed_w.abs().amax(0), rtol=1e-6)
     assert torch.allclose(smoothed_x @ smoothed_w.T, x @ weight.T, atol=1e-9)
+
+
+def test_kronecker_affine_matches_the_dense_kronecker_product_and_stays_invariant():
+    n = 48  # 6 x 8
+    transform = KroneckerAffine(n, seed=2).double()
+    assert transform.left.shape == (6, 6) and transform.right.shape == (8, 8)
+    with torch.no_grad():  # a learned transform is no longer orthogonal
+        transform.left.add_(0.3 * torch.randn(6, 6, dtype=torch.float64))
+        transform.right.add_(0.3 * torch.randn(8, 8, dtype=torch.float64))
+    x, weight = torch.randn(5, n, dtype=torch.float64), torch.randn(7, n, dtype=torch.float64)
+    dense = torch.kron(transform.left, transform.right)
+    assert torch.allclose(transform(x), x @ dense, atol=1e-10)
+    assert torch.allclose(transform(x) @ transform.fold_weight(weight).T, x @ weight.T, atol=1e-9)
+    transform(x).sum().backward()
+    assert transform.left.grad is not None and transform.right.grad is not None

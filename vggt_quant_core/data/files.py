@@ -1,4 +1,4 @@
-"""Finding input images from directories, globs and file lists."""
+"""Finding image files: directories, globs and file lists, in natural order."""
 
 import glob
 import re

@@ -1,0 +1,18 @@
+"""Small pools of rendered sequences for the calibration tests."""
+
+import pytest
+
+from vggt_quant_core.calib import InMemorySequence, SamplePool
+from vggt_quant_core.data import render_orbit_sequence
+
+
+@pytest.fixture(scope="session")
+def rendered_sources():
+    sequences = [render_orbit_sequence(8, 56, 42, seed=s) for s in range(3)]
+    return [InMemorySequence(f"scene{s}", len(seq.images), lambda i, seq=seq: seq.images[i])
+            for s, seq in enumerate(sequences)]
+
+
+@pytest.fixture(scope="session")
+def small_pool(rendered_sources):
+    return SamplePool.from_sources(rendered_sources, window=3, stride=1, image_size=56)
