@@ -43,3 +43,13 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("new")
     assert target.read_text() == "new"
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    import os
+    target = tmp_path / "perm.txt"
+    with atomic_path(target) as tmp:
+        tmp.write_text("x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~mask)

@@ -19,6 +19,7 @@ RECIPES = {r.name: r for r in [
     Recipe("smoothquant", False, True, False, "SmoothQuant: per-channel smoothing, fused into LayerNorm where exact"),
     Recipe("quarot", True, False, False, "QuaRot-style: online random Hadamard per Linear"),
     Recipe("dsfq", True, True, False, "QuantVGGT DSFQ: random Hadamard, then smoothing of the rotated channels"),
-    Recipe("flatquant", False, True, True, "FlatQuant / FGQ: smoothing (fusable into LayerNorm), then a learnable "
-                                          "Kronecker affine transform (random orthogonal until calibrated)"),
+    Recipe("flatquant", False, True, True,
+           "FlatQuant / FGQ: smoothing (fusable into LayerNorm), then a learnable Kronecker affine transform "
+           "(random orthogonal until calibrated)"),
 ]}
