@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..data import render_orbit_sequence
+from ..data import generate_sequence
 from ..fileio import atomic_path, write_text_atomic
 from .infer import add_model_arguments, add_output_arguments, reconstruct_images
 
@@ -30,7 +30,7 @@ def add_parser(commands) -> None:
 
 def write_sequence(out: Path, frames: int, width: int, height: int, seed: int):
     """Render and save images (PNG) and ground truth (cameras.json); returns the image paths."""
-    sequence = render_orbit_sequence(frames, width, height, seed)
+    sequence = generate_sequence(seed, frames, width, height, trajectory="orbit").cameras[0]
     paths = []
     for i, image in enumerate(sequence.images):
         path = out / "images" / f"frame_{i:03d}.png"
