@@ -71,7 +71,8 @@ class Scene:
     lamp: Optional[np.ndarray] = None                # [3] position of a point lamp, or None
     light_colour: np.ndarray = field(default_factory=lambda: np.ones(3))
     ambient: float = 0.3
-    sky: np.ndarray = field(default_factory=lambda: np.array([[0.85, 0.9, 0.95], [0.45, 0.65, 0.95]]))  # horizon, zenith
+    # [2, 3]: sky colour at the horizon, then at the zenith.
+    sky: np.ndarray = field(default_factory=lambda: np.array([[0.85, 0.9, 0.95], [0.45, 0.65, 0.95]]))
 
 
 def _material(rng: np.random.Generator, scale_range: Tuple[float, float]) -> Material:
