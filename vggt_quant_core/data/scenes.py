@@ -31,7 +31,7 @@ HELD_OUT_SEED_BASE = 1_000_000
 TEXTURES = ("checker", "stripes", "tiles", "waves")
 SCENE_KINDS = ("room", "hall")
 _EPS = 1e-4
-_MAX_RAYS_PER_CHUNK = 1 << 20  # bounds memory: ~1 GB of float64 temporaries at most
+_MAX_RAYS_PER_CHUNK = 1 << 20  # bounds memory: about 0.5 GB of temporaries at most
 
 
 @dataclass
@@ -158,52 +158,74 @@ def _yaw_matrix(yaw: float, dtype) -> torch.Tensor:
     return torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=dtype)
 
 
+def _distance(primitive, origins: torch.Tensor, dirs: torch.Tensor) -> torch.Tensor:
+    """Distance t [N] along rays [N, 3] to the first hit with t > 1e-4 of one primitive (inf: none)."""
+    dtype = dirs.dtype
+    if isinstance(primitive, Box):
+        # Slab test in the box's frame: local = R^T (x - centre).
+        rotation = _yaw_matrix(primitive.yaw, dtype)
+        local_origin = (origins - torch.tensor(primitive.centre, dtype=dtype)) @ rotation
+        local_dirs = dirs @ rotation
+        inverse = 1 / torch.where(local_dirs.abs() < 1e-12, torch.full_like(local_dirs, 1e-12), local_dirs)
+        half = torch.tensor(primitive.half_size, dtype=dtype)
+        t1, t2 = (-half - local_origin) * inverse, (half - local_origin) * inverse
+        t_near = torch.minimum(t1, t2).amax(-1)
+        t_far = torch.maximum(t1, t2).amin(-1)
+        return torch.where((t_far >= t_near) & (t_near > _EPS), t_near, math.inf)
+    if isinstance(primitive, Sphere):
+        offset = origins - torch.tensor(primitive.centre, dtype=dtype)
+        a = (dirs * dirs).sum(-1)
+        b = 2 * (dirs * offset).sum(-1)
+        disc = b * b - 4 * a * ((offset * offset).sum(-1) - primitive.radius ** 2)
+        t = (-b - torch.sqrt(disc.clamp(min=0))) / (2 * a)
+        return torch.where((disc >= 0) & (t > _EPS), t, math.inf)
+    point, normal, _ = primitive
+    n = torch.tensor(normal, dtype=dtype)
+    denom = dirs @ n
+    t = (torch.tensor(point, dtype=dtype) - origins) @ n / torch.where(denom.abs() < 1e-12, 1e-12, denom)
+    return torch.where(t > _EPS, t, math.inf)
+
+
+def _normal(primitive, points: torch.Tensor) -> torch.Tensor:
+    """Outward unit normals [M, 3] of one primitive at points [M, 3] on its surface."""
+    dtype = points.dtype
+    if isinstance(primitive, Box):
+        rotation = _yaw_matrix(primitive.yaw, dtype)
+        local = (points - torch.tensor(primitive.centre, dtype=dtype)) @ rotation
+        # The face hit is the one the point is relatively closest to: largest |local| / half size.
+        axis = (local.abs() / torch.tensor(primitive.half_size, dtype=dtype)).argmax(-1)
+        local_normal = torch.nn.functional.one_hot(axis, 3).to(dtype) * torch.sign(local.gather(-1, axis[:, None]))
+        return local_normal @ rotation.T
+    if isinstance(primitive, Sphere):
+        return (points - torch.tensor(primitive.centre, dtype=dtype)) / primitive.radius
+    return torch.tensor(primitive[1], dtype=dtype).expand_as(points)
+
+
 def intersect(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor, max_t: Optional[torch.Tensor] = None
               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Nearest hit of rays ``origins + t * dirs`` ([N, 3] each) with 1e-4 < t < ``max_t`` (default inf).
 
-    Returns t [N] (inf: no hit), the surface normal [N, 3] (not yet facing the ray) and the material
-    index [N] (-1: no hit).
+    Returns t [N] (inf, or ``max_t``: no hit), the surface normal [N, 3] (not yet facing the ray) and the
+    material index [N] (-1: no hit).
     """
-    dtype = dirs.dtype
-    best = torch.full(dirs.shape[:1], math.inf, dtype=dtype) if max_t is None else max_t.clone()
+    primitives = [*scene.planes, *scene.boxes, *scene.spheres]
+    best = torch.full(dirs.shape[:1], math.inf, dtype=dirs.dtype) if max_t is None else max_t.clone()
+    nearest = torch.full(dirs.shape[:1], -1, dtype=torch.long)
+    for index, primitive in enumerate(primitives):
+        t = _distance(primitive, origins, dirs)
+        closer = t < best
+        best = torch.where(closer, t, best)
+        nearest = torch.where(closer, index, nearest)
+    # Normals and materials only for the rays that hit, one primitive at a time.
     normals = torch.zeros_like(dirs)
     materials = torch.full(dirs.shape[:1], -1, dtype=torch.long)
-
-    def keep(t, normal, material):
-        closer = (t > _EPS) & (t < best)
-        best[closer] = t[closer]
-        normals[closer] = normal.expand_as(dirs)[closer]
-        materials[closer] = material
-
-    for point, normal, material in scene.planes:
-        n = torch.tensor(normal, dtype=dtype)
-        denom = dirs @ n
-        safe = torch.where(denom.abs() < 1e-12, torch.full_like(denom, 1e-12), denom)
-        keep((torch.tensor(point, dtype=dtype) - origins) @ n / safe, n, material)
-    for box in scene.boxes:
-        # Slab test in the box's frame: local = R^T (x - centre).
-        rotation = _yaw_matrix(box.yaw, dtype)
-        local_origin = (origins - torch.tensor(box.centre, dtype=dtype)) @ rotation
-        local_dirs = dirs @ rotation
-        safe = torch.where(local_dirs.abs() < 1e-12, torch.full_like(local_dirs, 1e-12), local_dirs)
-        half = torch.tensor(box.half_size, dtype=dtype)
-        t1, t2 = (-half - local_origin) / safe, (half - local_origin) / safe
-        t_near, axis = torch.minimum(t1, t2).max(-1)
-        t_far = torch.maximum(t1, t2).min(-1).values
-        t = torch.where((t_far >= t_near) & (t_near > _EPS), t_near, torch.full_like(t_near, math.inf))
-        local_normal = -torch.sign(torch.gather(safe, -1, axis[:, None])) * torch.nn.functional.one_hot(axis, 3)
-        keep(t, local_normal.to(dtype) @ rotation.T, box.material)
-    for sphere in scene.spheres:
-        centre = torch.tensor(sphere.centre, dtype=dtype)
-        offset = origins - centre
-        a = (dirs * dirs).sum(-1)
-        b = 2 * (dirs * offset).sum(-1)
-        disc = b * b - 4 * a * ((offset * offset).sum(-1) - sphere.radius ** 2)
-        t = (-b - torch.sqrt(disc.clamp(min=0))) / (2 * a)
-        t = torch.where(disc >= 0, t, torch.full_like(t, math.inf))
-        hits = origins + dirs * t[:, None]
-        keep(t, (hits - centre) / sphere.radius, sphere.material)
+    for index in nearest.unique().tolist():
+        if index < 0:
+            continue
+        mask = nearest == index
+        primitive = primitives[index]
+        normals[mask] = _normal(primitive, origins[mask] + dirs[mask] * best[mask, None])
+        materials[mask] = primitive[2] if isinstance(primitive, tuple) else primitive.material
     return best, normals, materials
 
 
@@ -270,7 +292,7 @@ def render(scene: Scene, extrinsics: np.ndarray, intrinsics: np.ndarray, width: 
 
     Returns RGB uint8 [S, H, W, 3] and depth float32 [S, H, W] (camera z; 0 where nothing is hit).
     """
-    dtype = torch.float64
+    dtype = torch.float32  # half the time of float64; depth error < 1e-3 m (see tests)
     rotation = torch.tensor(extrinsics[:, :, :3], dtype=dtype)
     centres = torch.tensor(camera_centres(extrinsics), dtype=dtype)
     k = torch.tensor(intrinsics, dtype=dtype)
