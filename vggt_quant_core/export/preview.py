@@ -91,10 +91,14 @@ def splat(points: np.ndarray, colours: np.ndarray, extrinsic: np.ndarray, intrin
 
 
 def _draw_trajectory(draw: ImageDraw.ImageDraw, trajectory: Trajectory, extrinsic: np.ndarray,
-                     intrinsic: np.ndarray, frustum_size: float) -> None:
+                     intrinsic: np.ndarray, frustum_size: float) -> int:
+    """Draw the camera path and frustums; returns how many camera centres fall inside the image."""
     centres = camera_centres(trajectory.extrinsics)
     pixels, depth = _project(centres, extrinsic, intrinsic)
     visible = np.isfinite(pixels).all(1) & (depth > 1e-3)
+    width, height = draw.im.size
+    inside = int((visible & (pixels[:, 0] >= 0) & (pixels[:, 0] < width) & (pixels[:, 1] >= 0)
+                  & (pixels[:, 1] < height)).sum())
     path = [tuple(p) for p, ok in zip(pixels.tolist(), visible) if ok]
     if len(path) > 1:
         draw.line(path, fill=trajectory.colour, width=3)
@@ -111,6 +115,7 @@ def _draw_trajectory(draw: ImageDraw.ImageDraw, trajectory: Trajectory, extrinsi
         draw.line(ring + ring[:1], fill=trajectory.colour, width=1)
         for p in ring:
             draw.line([tuple(apex), p], fill=trajectory.colour, width=1)
+    return inside
 
 
 def render_preview(panels: Sequence[Panel], trajectories: Sequence[Trajectory],
@@ -127,14 +132,17 @@ def render_preview(panels: Sequence[Panel], trajectories: Sequence[Trajectory],
     for panel in panels:
         image = Image.fromarray(splat(panel.points, panel.colours, extrinsic, intrinsic, width, height))
         draw = ImageDraw.Draw(image)
+        labels = []
         for trajectory in trajectories:
-            _draw_trajectory(draw, trajectory, extrinsic, intrinsic, 0.06 * spread)
+            inside = _draw_trajectory(draw, trajectory, extrinsic, intrinsic, 0.06 * spread)
+            count = len(trajectory.extrinsics)
+            labels.append(trajectory.label + ("" if inside == count else f" ({inside} of {count} cameras in view)"))
         draw.rectangle([0, 0, width - 1, 18], fill=(255, 255, 255))
         draw.text((6, 3), panel.title, fill=(0, 0, 0))
-        for row, trajectory in enumerate(trajectories):
+        for row, (trajectory, label) in enumerate(zip(trajectories, labels)):
             y = height - 16 * (len(trajectories) - row) - 4
             draw.rectangle([6, y + 3, 22, y + 9], fill=trajectory.colour)
-            draw.text((28, y), trajectory.label, fill=(0, 0, 0))
+            draw.text((28, y), label, fill=(0, 0, 0))
         draw.rectangle([0, 0, width - 1, height - 1], outline=(180, 180, 180))
         tiles.append(np.asarray(image))
     top = np.concatenate(tiles, axis=1)
