@@ -86,7 +86,7 @@ def _material(rng: np.random.Generator, scale_range: Tuple[float, float]) -> Mat
 
 
 def random_scene(rng: np.random.Generator, half: np.ndarray, kind: str,
-                 keep_clear: np.ndarray = np.zeros((0, 2)), num_objects: Optional[int] = None) -> Scene:
+                 keep_clear: Optional[np.ndarray] = None, num_objects: Optional[int] = None) -> Scene:
     """A room of half extents ``half`` [2]; ``kind`` ``room`` (ceiling, lamp) or ``hall`` (open, sun).
 
     Objects keep 0.35 m away (in x, y) from every point of ``keep_clear`` [K, 2] (the cameras), so no
@@ -138,7 +138,7 @@ def random_scene(rng: np.random.Generator, half: np.ndarray, kind: str,
         else:
             radius = float(rng.uniform(0.12, 0.45))
             candidate = Sphere(np.array([*xy, radius]), radius, -1)
-        if len(keep_clear) and np.linalg.norm(keep_clear - xy, axis=1).min() < radius + 0.35:
+        if keep_clear is not None and len(keep_clear) and np.linalg.norm(keep_clear - xy, axis=1).min() < radius + 0.35:
             continue
         candidate.material = add_material((0.08, 0.35))
         (scene.boxes if isinstance(candidate, Box) else scene.spheres).append(candidate)

@@ -59,6 +59,12 @@ def test_cameras_stay_inside_the_room_and_move(trajectory):
         assert (np.abs(centres[:, :2]) < seq.scene.half - 0.3).all()
         assert (centres[:, 2] > 0.1).all()
         assert np.linalg.norm(centres[-1] - centres[0]) > 0.2  # translation, so pose AUC is well defined
+        for sphere in seq.scene.spheres:
+            assert (np.linalg.norm(centres - sphere.centre, axis=1) > sphere.radius).all()
+        for box in seq.scene.boxes:
+            c, s = math.cos(box.yaw), math.sin(box.yaw)
+            local = (centres - box.centre) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+            assert (np.abs(local) > box.half_size).any(axis=1).all()  # no camera inside a box or wall
         rotation = seq.cameras[0].extrinsics[:, :, :3].astype(np.float64)
         assert np.allclose(rotation @ rotation.transpose(0, 2, 1), np.eye(3), atol=1e-6)
         assert np.allclose(np.linalg.det(rotation), 1.0)
@@ -74,6 +80,15 @@ def test_stereo_rig_is_a_fixed_baseline_to_the_right():
     np.testing.assert_allclose(offset, seq.baseline * right_axis, atol=1e-5)
     assert not np.array_equal(left.images, right.images)
     assert np.diff(seq.timestamps_ns).min() == np.diff(seq.timestamps_ns).max() == 100_000_000
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"trajectory": "spiral"}, "trajectory must be 'any' or one of"), ({"cameras": 3}, "cameras must be 1 or 2"),
+    ({"kind": "cave"}, "kind must be 'any' or one of"), ({"num_frames": 0}, "need at least 1 frame"),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        generate_sequence(**{"seed": 0, "num_frames": 2, "width": 8, "height": 8, **kwargs})
 
 
 def test_look_at_is_opencv_camera_from_world():
