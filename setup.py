@@ -24,7 +24,8 @@ setup(
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     # torch is not pinned here: install the build matching your CUDA first (the Makefile uses 2.13.0 CPU).
-    install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4", "Pillow>=9.1", "scikit-learn>=1.2"],
+    install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4", "Pillow>=9.1", "scikit-learn>=1.2",
+                      "rosbags>=0.11.9", "scipy>=1.9"],
     extras_require={
         "ros": ROS_WHEELS,
         "dev": ["pytest>=7", "flake8>=6", "colcon-common-extensions", "fht-cpu"],

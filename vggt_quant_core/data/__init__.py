@@ -1,7 +1,8 @@
-"""Image loading/preprocessing and procedural scenes with ground truth (no model code)."""
+"""Image loading/preprocessing, procedural scenes with ground truth, rosbag2 files (no model code)."""
 
 from .preprocess import load_and_preprocess_images, load_rgb, model_input_size, preprocess_image
-from .scenes import RenderedSequence, render_orbit_sequence
+from .scenes import HELD_OUT_SEED_BASE, RenderedSequence, SceneSequence, generate_sequence
+from .trajectories import TRAJECTORIES
 
-__all__ = ["RenderedSequence", "load_and_preprocess_images", "load_rgb", "model_input_size",
-           "preprocess_image", "render_orbit_sequence"]
+__all__ = ["HELD_OUT_SEED_BASE", "RenderedSequence", "SceneSequence", "TRAJECTORIES", "generate_sequence",
+           "load_and_preprocess_images", "load_rgb", "model_input_size", "preprocess_image"]

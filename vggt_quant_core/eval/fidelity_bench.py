@@ -1,7 +1,7 @@
 """Fidelity benchmark: every method x bit-width against the same model in full precision.
 
-Inputs are rendered scenes (``data.render_orbit_sequence``): calibration windows use seeds
-0..K-1, evaluation windows seeds 1000.., so statistics never see the evaluation images.
+Inputs are rendered scenes (``data.generate_sequence``): calibration windows use training seeds 0..K-1,
+evaluation windows held-out seeds (from ``data.HELD_OUT_SEED_BASE``), so statistics never see them.
 """
 
 import copy
@@ -12,13 +12,12 @@ from typing import Dict, List, Sequence
 
 import torch
 
-from ..data import render_orbit_sequence
+from ..data import HELD_OUT_SEED_BASE, generate_sequence
 from ..quant import QuantConfig, quantization_disabled, quantize, quantized_layers
 from ..quant.observers import observe_inputs
 from .fidelity import FIDELITY_KEYS, compare_outputs
 
 log = logging.getLogger(__name__)
-EVAL_SEED_OFFSET = 1000
 LAYER_KINDS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 
 
@@ -27,8 +26,8 @@ def scene_windows(seeds: Sequence[int], frames: int, width: int, patch_size: int
     height = max(patch_size, round(width * 0.75 / patch_size) * patch_size)
     windows = []
     for seed in seeds:
-        sequence = render_orbit_sequence(frames, width, height, seed)
-        windows.append(torch.from_numpy(sequence.images).permute(0, 3, 1, 2).float() / 255)
+        images = generate_sequence(seed, frames, width, height).cameras[0].images
+        windows.append(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
     return windows
 
 
@@ -55,7 +54,7 @@ def activation_summary(stats: Dict[str, Dict[str, object]], point: str) -> Dict[
 def run_fidelity(model: torch.nn.Module, methods: Sequence[str], bit_pairs: Sequence[tuple], frames: int,
                  windows: int, calibration_windows: int, width: int) -> dict:
     """Quantize copies of ``model`` with every method x bits and compare outputs with the FP model."""
-    evaluation = scene_windows(range(EVAL_SEED_OFFSET, EVAL_SEED_OFFSET + windows), frames, width)
+    evaluation = scene_windows(range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + windows), frames, width)
     calibration = scene_windows(range(calibration_windows), frames, width)
     device = next(model.parameters()).device
     with torch.no_grad():

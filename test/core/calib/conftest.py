@@ -3,12 +3,12 @@
 import pytest
 
 from vggt_quant_core.calib import InMemorySequence, SamplePool
-from vggt_quant_core.data import render_orbit_sequence
+from vggt_quant_core.data import generate_sequence
 
 
 @pytest.fixture(scope="session")
 def rendered_sources():
-    sequences = [render_orbit_sequence(8, 56, 42, seed=s) for s in range(3)]
+    sequences = [generate_sequence(s, 8, 56, 42).cameras[0] for s in range(3)]
     return [InMemorySequence(f"scene{s}", len(seq.images), lambda i, seq=seq: seq.images[i])
             for s, seq in enumerate(sequences)]
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 from helpers import GOLDEN
 from vggt_quant_core.cli.main import main
-from vggt_quant_core.data import render_orbit_sequence
+from vggt_quant_core.data import generate_sequence
 from vggt_quant_core.quant import load_quantized, read_header
 
 
@@ -18,7 +18,7 @@ def pool_dir(tmp_path_factory):
     for seed in range(2):
         folder = root / f"run{seed}"
         folder.mkdir()
-        for i, image in enumerate(render_orbit_sequence(6, 56, 42, seed=seed).images):
+        for i, image in enumerate(generate_sequence(seed, 6, 56, 42).cameras[0].images):
             Image.fromarray(image).save(folder / f"frame_{i}.png")
     return root
 

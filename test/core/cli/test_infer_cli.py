@@ -15,14 +15,17 @@ from vggt_quant_core.export import read_ply
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--out", str(out), "--frames", "3", "--width", "96", "--height", "72"]) == 0
+    """Three generated frames as PNGs in ``images/`` (written by ``vggt-quant scenes``)."""
+    out = tmp_path_factory.mktemp("frames")
+    assert main(["scenes", "--out", str(out), "--frames", "3", "--width", "96", "--height", "72",
+                 "--format", "images"]) == 0
+    (out / "scene_0000000" / "cam0").rename(out / "images")
     return out
 
 
-def test_demo_writes_images_ground_truth_and_reconstruction(demo_run):
-    recon = demo_run / "reconstruction"
-    assert sorted(p.name for p in (demo_run / "images").iterdir()) == [f"frame_00{i}.png" for i in range(3)]
+def test_infer_writes_cloud_depth_cameras_and_summary(demo_run, tmp_path):
+    recon = tmp_path / "reconstruction"
+    assert main(["infer", "--images", str(demo_run / "images"), "--out", str(recon)]) == 0
     summary = json.loads((recon / "summary.json").read_text())
     xyz, rgb = read_ply(recon / "points.ply")
     assert summary["points"] == len(xyz) > 0 and np.isfinite(xyz).all()

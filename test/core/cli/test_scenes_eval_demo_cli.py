@@ -1,0 +1,89 @@
+"""``vggt-quant scenes``, ``eval`` and ``demo`` end to end, and their handling of bad input."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vggt_quant_core.cli.main import main
+from vggt_quant_core.data import generate_sequence
+from vggt_quant_core.data.bags import read_bag
+from vggt_quant_core.export import read_ply
+
+
+def test_scenes_writes_images_bag_and_ground_truth(tmp_path, capsys):
+    code = main(["scenes", "--out", str(tmp_path), "--count", "2", "--first-seed", "40", "--frames", "3",
+                 "--width", "32", "--height", "24", "--cameras", "2", "--storage", "sqlite3",
+                 "--trajectory", "turn"])
+    assert code == 0 and "wrote 2 scene(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scene_0000040", "scene_0000041"]
+    folder = tmp_path / "scene_0000041"
+    expected = generate_sequence(41, 3, 32, 24, trajectory="turn", cameras=2)
+    for index, camera in enumerate(("cam0", "cam1")):
+        png = np.asarray(Image.open(folder / camera / "frame_002.png"))
+        assert np.array_equal(png, expected.cameras[index].images[2])
+        from_bag = read_bag(folder / "bag")[f"/{camera}/image_raw"]
+        assert np.array_equal(from_bag.images, expected.cameras[index].images)
+    assert (folder / "bag" / "bag.db3").exists()
+    with np.load(folder / "ground_truth.npz") as truth:
+        np.testing.assert_array_equal(truth["cam1_depth"], expected.cameras[1].depth)
+        np.testing.assert_array_equal(truth["cam0_extrinsics"], expected.cameras[0].extrinsics)
+        np.testing.assert_array_equal(truth["timestamps_ns"], expected.timestamps_ns)
+    meta = json.loads((folder / "scene.json").read_text())
+    assert meta["seed"] == 41 and meta["trajectory"] == "turn" and meta["cameras"] == ["cam0", "cam1"]
+
+
+def test_eval_reports_model_and_baseline(tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    assert main(["eval", "--scenes", "2", "--frames", "3", "--width", "56", "--height", "42",
+                 "--json", str(report_path)]) == 0
+    out = capsys.readouterr().out
+    assert "auc@30" in out and "baseline" in out
+    report = json.loads(report_path.read_text())
+    assert report["seeds"] == [1_000_000, 1_000_001] and len(report["per_scene"]) == 2
+    baseline = report["baseline_identity_poses_constant_depth"]
+    # identity poses have no translation: every pair's translation error is 90 degrees, so every AUC is 0
+    assert baseline["auc@30"] == 0 and baseline["translation_error_deg_mean"] == 90
+    for summary in (report["model"], baseline):
+        assert 0 <= summary["abs_rel"] and 0 <= summary["delta<1.25"] <= 1
+        assert set(summary) >= {"auc@30", "auc@15", "auc@5", "auc@3", "accuracy", "completeness_median",
+                                "normal_consistency", "normal_consistency_median"}
+    assert "AUC" in report["definitions"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["eval", "--model", "/nonexistent.pt"], "neither a preset"),
+    (["eval", "--width", "50"], "multiples of the patch size 14"),
+    (["eval", "--scenes", "0"], "--scenes must be at least 1"),
+    (["demo", "--width", "100"], "multiples of the patch size 14"),
+    (["demo", "--size", "112"], "use --width instead of --size"),
+    (["scenes", "--count", "0", "--out", "x"], "--count must be at least 1"),
+])
+def test_bad_input_gives_one_line_error_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_demo_records_a_bag_reconstructs_it_and_compares(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--frames", "4", "--width", "112", "--trajectory", "forward"]) == 0
+    screen = capsys.readouterr().out
+    assert "UNTRAINED" in screen and "time per window (4 frames)" in screen and str(out) in screen
+    frames = read_bag(out / "recording" / "bag")["/cam0/image_raw"]
+    assert frames.images.shape == (4, 84, 112, 3) and frames.intrinsics is not None
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["image_size_wh"] == [112, 84] and summary["untrained"] is True
+    assert summary["baseline_identity_poses_constant_depth"]["auc@30"] == 0
+    assert math.isfinite(summary["model"]["abs_rel"]) and summary["seconds"]["inference"] > 0
+    recon = json.loads((out / "reconstruction" / "summary.json").read_text())
+    assert recon["image_size_hw"] == [84, 112] and recon["recording"].endswith("bag")
+    cameras = json.loads((out / "reconstruction" / "cameras.json").read_text())
+    assert cameras["frames"][2]["source"] == f"{out / 'recording' / 'bag'}#/cam0/image_raw@{frames.stamps_ns[2]}"
+    xyz, _ = read_ply(out / "reconstruction" / "points.ply")
+    assert len(xyz) == recon["points"] > 0
+    preview = np.asarray(Image.open(out / "preview.png"))
+    assert preview.shape[1] == 960 and preview.std() > 10  # a picture, not a blank canvas
+    assert len(list((out / "ground_truth" / "depth").glob("frame_*.png"))) == 4

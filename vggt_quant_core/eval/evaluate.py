@@ -1,0 +1,125 @@
+"""Scoring reconstructions of generated scenes against their ground truth, next to a trivial baseline."""
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..data import RenderedSequence, generate_sequence
+from ..data.trajectories import camera_centres
+from ..geometry import Sim3, unproject_depth_map_to_point_map
+from ..inference import predictions_to_reconstruction, run_vggt
+from ..model import VGGT
+from .metrics import depth_metrics, point_map_metrics, pose_metrics, relative_pose_errors
+
+log = logging.getLogger(__name__)
+
+BASELINE = "baseline_identity_poses_constant_depth"
+BASELINE_DESCRIPTION = ("every camera at the identity pose, every pixel at the same depth (after median scaling: "
+                        "the frame's median ground-truth depth), points from that depth with the true intrinsics")
+
+
+@dataclass
+class Scored:
+    """Metrics of one sequence, with what pooling over sequences and drawing need."""
+
+    metrics: Dict[str, float]         # depth and point metrics (pose AUC is pooled over pairs, see summarise)
+    rotation_errors: np.ndarray       # [P] degrees, all frame pairs
+    translation_errors: np.ndarray    # [P] degrees
+    alignment: Optional[Sim3]         # prediction -> ground truth, None if the prediction is degenerate
+
+
+def ground_truth_points(truth: RenderedSequence) -> np.ndarray:
+    """World points [S, H, W, 3] of the ground-truth depth (meaningful where depth > 0)."""
+    return unproject_depth_map_to_point_map(torch.from_numpy(truth.depth).double(), torch.from_numpy(truth.extrinsics),
+                                            torch.from_numpy(truth.intrinsics)).numpy()
+
+
+def score(pred_extrinsics: np.ndarray, pred_depth: np.ndarray, pred_points: np.ndarray,
+          truth: RenderedSequence) -> Scored:
+    """Score a prediction of ``truth``'s frames: extrinsics [S, 3, 4] (any world frame and scale), depth
+    [S, H, W] and world points [S, H, W, 3] at the ground truth's resolution."""
+    if pred_depth.shape != truth.depth.shape:
+        raise ValueError(f"prediction is {pred_depth.shape[1:]} pixels, ground truth {truth.depth.shape[1:]}: "
+                         "render the scenes at the model's input size")
+    rotation, translation = relative_pose_errors(pred_extrinsics, truth.extrinsics)
+    points, alignment = point_map_metrics(pred_points, ground_truth_points(truth), truth.depth > 0)
+    return Scored({**depth_metrics(pred_depth, truth.depth), **points}, rotation, translation, alignment)
+
+
+def align_extrinsics(extrinsics: np.ndarray, alignment: Sim3) -> np.ndarray:
+    """Camera-from-world extrinsics [S, 3, 4] of cameras carried along by the world similarity
+    ``alignment`` (y = s R x + t): centres move like points, orientations turn by R, no scale."""
+    rotation = alignment.rotation.numpy()
+    centres = alignment.apply(torch.from_numpy(camera_centres(np.asarray(extrinsics, dtype=np.float64)))).numpy()
+    turned = extrinsics[:, :, :3] @ rotation.T
+    return np.concatenate([turned, -np.einsum("sij,sj->si", turned, centres)[:, :, None]], axis=2)
+
+
+def trivial_prediction(truth: RenderedSequence):
+    """The baseline's (extrinsics [S, 3, 4], depth [S, H, W], points [S, H, W, 3]); see BASELINE_DESCRIPTION."""
+    frames = truth.num_frames
+    extrinsics = np.tile(np.eye(3, 4), (frames, 1, 1))
+    depth = np.ones(truth.depth.shape)
+    points = unproject_depth_map_to_point_map(torch.from_numpy(depth), torch.from_numpy(extrinsics),
+                                              torch.from_numpy(truth.intrinsics)).numpy()
+    return extrinsics, depth, points
+
+
+def summarise(scored: Sequence[Scored]) -> Dict[str, float]:
+    """Pose AUC over the frame pairs of all sequences pooled (as CO3D pools a category's sequences);
+    other metrics averaged over sequences (NaN ones, from degenerate predictions, left out and counted)."""
+    summary = pose_metrics(np.concatenate([s.rotation_errors for s in scored]),
+                           np.concatenate([s.translation_errors for s in scored]))
+    for name in scored[0].metrics:
+        values = np.array([s.metrics[name] for s in scored])
+        summary[name] = float(np.mean(values[np.isfinite(values)])) if np.isfinite(values).any() else math.nan
+    summary["degenerate_sequences"] = int(sum(s.alignment is None for s in scored))
+    return summary
+
+
+def reconstruct_frames(model: VGGT, images: np.ndarray, precision: str = "auto"):
+    """Run the model on RGB frames [S, H, W, 3] uint8 (sides multiples of the patch size, no resizing)
+    and return the ``inference.Reconstruction`` (points from depth and predicted cameras)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(255)
+    return predictions_to_reconstruction(run_vggt(model, tensor, precision=precision), point_source="depth")
+
+
+def evaluate_model(model: VGGT, seeds: Sequence[int], num_frames: int, width: int, height: int,
+                   trajectory: str = "any", precision: str = "auto") -> dict:
+    """Generate one sequence per seed, reconstruct it, and score model and baseline. Returns the report
+    (JSON-ready): ``model`` and ``baseline`` summaries, and per-sequence metrics."""
+    patch = model.config.patch_size
+    if width % patch or height % patch:
+        raise ValueError(f"--width and --height must be multiples of the patch size {patch}, got {width}x{height}")
+    if num_frames < 2:
+        raise ValueError("pose metrics need at least 2 frames per scene")
+    model_scores: List[Scored] = []
+    baseline_scores: List[Scored] = []
+    per_scene = []
+    seconds = {"render": 0.0, "inference": 0.0, "metrics": 0.0}
+    for index, seed in enumerate(seeds):
+        started = time.perf_counter()
+        truth_sequence = generate_sequence(seed, num_frames, width, height, trajectory=trajectory)
+        truth = truth_sequence.cameras[0]
+        rendered = time.perf_counter()
+        recon = reconstruct_frames(model, truth.images, precision)
+        inferred = time.perf_counter()
+        model_scores.append(score(recon.extrinsics, recon.depth, recon.points, truth))
+        baseline_scores.append(score(*trivial_prediction(truth), truth))
+        scored = time.perf_counter()
+        seconds["render"] += rendered - started
+        seconds["inference"] += inferred - rendered
+        seconds["metrics"] += scored - inferred
+        per_scene.append({"seed": int(seed), "trajectory": truth_sequence.trajectory, "kind": truth_sequence.kind,
+                          "model": summarise(model_scores[-1:]), "baseline": summarise(baseline_scores[-1:])})
+        log.info("scene %d/%d (seed %d, %s): model AUC@30 %.3f AbsRel %.3f | baseline AUC@30 %.3f AbsRel %.3f",
+                 index + 1, len(seeds), seed, truth_sequence.trajectory, per_scene[-1]["model"]["auc@30"],
+                 per_scene[-1]["model"]["abs_rel"], per_scene[-1]["baseline"]["auc@30"],
+                 per_scene[-1]["baseline"]["abs_rel"])
+    return {"model": summarise(model_scores), BASELINE: summarise(baseline_scores),
+            "per_scene": per_scene, "seconds": {k: round(v, 3) for k, v in seconds.items()}}
