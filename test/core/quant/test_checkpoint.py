@@ -23,6 +23,7 @@ CONFIGS = [
     QuantConfig(method="smoothquant", w_bits=8, a_bits=8, w_symmetric=False,       # uint8 codes, fused LayerNorm
                 a_granularity="per_tensor", a_dynamic=False, a_symmetric=False),   # static asymmetric acts
     QuantConfig(method="rtn", w_bits=3, a_bits=16, w_granularity="per_group", w_group_size=32),
+    QuantConfig(method="flatquant", w_bits=4, a_bits=4, learnable_clip=True),  # Kronecker factors, learned clip
 ]
 
 
