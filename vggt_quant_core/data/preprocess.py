@@ -60,6 +60,28 @@ def model_input_size(width: int, height: int, mode: str = "crop", target_size: i
     return target_size, round(height * (target_size / width) / patch_size) * patch_size
 
 
+def preprocessed_intrinsics(intrinsics: np.ndarray, width: int, height: int, mode: str = "crop",
+                            target_size: int = 518, patch_size: int = 14) -> np.ndarray:
+    """Intrinsics [3, 3] of a ``width`` x ``height`` image -> those of its ``preprocess_image`` output.
+
+    Pixel centres are at integer coordinates (OpenCV, ROS ``CameraInfo``), so a resize by ``s``
+    maps ``u`` to ``(u + 0.5) * s - 0.5``; crops and pads shift the principal point.
+    """
+    new_w, new_h = model_input_size(width, height, mode=mode, target_size=target_size, patch_size=patch_size)
+    scale_x, scale_y = new_w / width, new_h / height
+    out = np.array(intrinsics, dtype=np.float64).reshape(3, 3).copy()
+    out[0] *= scale_x
+    out[1] *= scale_y
+    out[0, 2] += 0.5 * scale_x - 0.5
+    out[1, 2] += 0.5 * scale_y - 0.5
+    if mode == "crop" and new_h > target_size:
+        out[1, 2] -= (new_h - target_size) // 2
+    if mode == "pad":
+        out[0, 2] += (target_size - new_w) // 2
+        out[1, 2] += (target_size - new_h) // 2
+    return out
+
+
 def preprocess_image(source: ImageSource, mode: str = "crop", target_size: int = 518,
                      patch_size: int = 14) -> torch.Tensor:
     """One image -> [3, H, W] float32 in [0, 1]."""
