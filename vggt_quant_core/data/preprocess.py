@@ -108,15 +108,24 @@ def _pad_white(tensor: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(tensor, (left, pad_w - left, top, pad_h - top), mode="constant", value=1.0)
 
 
-def load_and_preprocess_images(sources: Sequence[ImageSource], mode: str = "crop", target_size: int = 518,
-                               patch_size: int = 14) -> torch.Tensor:
-    """Images -> [N, 3, H, W] float32 in [0, 1], ready for ``VGGT.forward``."""
-    if len(sources) == 0:
+def stack_padded(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """[3, H_i, W_i] images -> [N, 3, H, W], padding smaller ones with white to the largest, centred
+    (as the official loader does for mixed sizes); the pad offset of image i is
+    ``((H - H_i) // 2, (W - W_i) // 2)`` (top, left)."""
+    if len(images) == 0:
         raise ValueError("At least 1 image is required")
-    images = [preprocess_image(s, mode=mode, target_size=target_size, patch_size=patch_size) for s in sources]
     shapes = {tuple(t.shape[1:]) for t in images}
     if len(shapes) > 1:
         logger.warning("images have different shapes %s; padding with white to the largest", sorted(shapes))
         height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
         images = [_pad_white(t, height, width) for t in images]
-    return torch.stack(images)
+    return torch.stack(list(images))
+
+
+def load_and_preprocess_images(sources: Sequence[ImageSource], mode: str = "crop", target_size: int = 518,
+                               patch_size: int = 14) -> torch.Tensor:
+    """Images -> [N, 3, H, W] float32 in [0, 1], ready for ``VGGT.forward``."""
+    if len(sources) == 0:
+        raise ValueError("At least 1 image is required")
+    return stack_padded([preprocess_image(s, mode=mode, target_size=target_size, patch_size=patch_size)
+                         for s in sources])
