@@ -318,11 +318,20 @@ class ReconstructNode(Node):
         self._camera_infos[camera] = msg
 
     def _on_image(self, camera: int, msg) -> None:
-        """Input group: check, synchronise, gate and decode; hand complete windows to the worker."""
+        """Input group. ``frames_received`` counts messages whose handling is complete."""
         now = time.monotonic()
         with self._stats_lock:
-            self._stats.frames_received[camera] += 1
             self._stall.seen(camera, now)
+        try:
+            self._ingest(camera, msg, now)
+        except Exception:  # a bug must not take the executor down with it
+            self.get_logger().error(f"image callback failed:\n{traceback.format_exc()}")
+        finally:
+            with self._stats_lock:
+                self._stats.frames_received[camera] += 1
+
+    def _ingest(self, camera: int, msg, now: float) -> None:
+        """Check, synchronise, gate and decode; hand complete windows to the worker (never blocks)."""
         stamp = conversions.stamp_to_ns(msg.header.stamp)
         problem = self._stamp_order.check(camera, stamp)
         if problem:
@@ -353,8 +362,9 @@ class ReconstructNode(Node):
             self._stats.dropped_windows += dropped
             total = self._stats.dropped_windows
         if dropped:
-            self._warn_throttled(("dropped",), f"inference is slower than the input: dropped a waiting window "
-                                 f"({total} so far); raise window_stride/frame_stride or use a faster device")
+            cause = ("the model is still loading" if self.estimator is None else "inference is slower than the input"
+                     "; raise window_stride/frame_stride or use a faster device")
+            self._warn_throttled(("dropped",), f"dropped a waiting window ({total} so far): {cause}")
 
     def _to_frame(self, camera: int, msg, received: float) -> Frame:
         start = time.perf_counter()
@@ -539,27 +549,37 @@ class ReconstructNode(Node):
             self._tf.sendTransform([conversions.transform(head, frames[newest + c].frame_id, poses[newest + c])
                                     for c in range(cameras)])
 
-        # depth of the newest time step at model resolution, NaN where invalid
+        # depth of the newest time step at model resolution, in map units (like the cloud), NaN where invalid
         _, predicted = pose_encoding_to_extri_intri(predictions["pose_enc"][:, newest:].float(), image_hw)
         conf_min = self._param("conf_min")
         for c in range(cameras):
             index, frame = newest + c, frames[newest + c]
             depth = predictions["depth"][0, index, ..., 0].float().cpu().numpy()
             conf = predictions["depth_conf"][0, index].float().cpu().numpy()
-            depth = np.where(np.isfinite(depth) & (depth > 0) & (conf > conf_min), depth, np.nan)
+            depth = np.where(np.isfinite(depth) & (depth > 0) & (conf > conf_min), depth * update.scale, np.nan)
             k = (calibrated[index] if calibrated is not None else predicted[0, c]).numpy()
             frame_head = conversions.header(frame.frame_id, frame.stamp_ns)
             self._depth_pubs[c].publish(conversions.depth_image(frame_head, depth))
             self._info_pubs[c].publish(conversions.camera_info(frame_head, k, depth.shape[1], depth.shape[0]))
 
     # ------------------------------------------------------------------------------------ diagnostics
+    def stats(self) -> Stats:
+        """A consistent copy of the counters and timings."""
+        with self._stats_lock:
+            return self._copy_stats()
+
+    def _copy_stats(self) -> Stats:
+        # the caller holds the stats lock
+        return dataclasses.replace(self._stats, frames_received=list(self._stats.frames_received),
+                                   timings_ms=dict(self._stats.timings_ms))
+
     def _report(self) -> None:
         """Timer group: camera watchdog and /diagnostics."""
         now = time.monotonic()
         with self._stats_lock:
             stalled, resumed = self._stall.update(now)
             silent = {c: self._stall.silent_for(c, now) for c in self._stall.stalled}
-            stats = dataclasses.replace(self._stats, frames_received=list(self._stats.frames_received))
+            stats = self._copy_stats()
             self._stats.processed_at_last_report = stats.windows_processed
             problems = stats.rejected_frames + stats.dropped_windows + stats.failed_windows
             self._stats.problems_at_last_report = problems
