@@ -73,14 +73,15 @@ class GroundTruthModel:
         relative = extrinsics @ np.linalg.inv(extrinsics[0])     # camera-from-first-camera
         scale = self.scales[call % len(self.scales)]
         relative[:, :3, 3] *= scale
-        depth = torch.from_numpy(np.stack([self.rig.depth[c, t] for c, t in ids]) * scale).float()
+        true_depth = torch.from_numpy(np.stack([self.rig.depth[c, t] for c, t in ids])).float()
+        depth = true_depth * scale
         extri = torch.from_numpy(relative[:, :3]).float()
         intri = torch.from_numpy(np.repeat(self.rig.intrinsics[None], len(ids), 0)).float()
         height, width = depth.shape[-2:]
         pose_enc = extri_intri_to_pose_encoding(extri[None], intri[None], (height, width))
         if call in self.corrupt:
             pose_enc[:] = float("nan")
-        conf = torch.full_like(depth, 3.0)
+        conf = 1 + 4 / (1 + true_depth)   # in (1, 5), higher when near, like VGGT's: percentiles have work to do
         return {"pose_enc": pose_enc, "depth": depth[None, ..., None], "depth_conf": conf[None],
                 "world_points": unproject_depth_map_to_point_map(depth, extri, intri)[None],
                 "world_points_conf": conf[None], "images": images[None]}

@@ -32,34 +32,48 @@ class AlignmentError(ValueError):
 
 def voxel_keys(xyz: np.ndarray, voxel_size: float) -> Tuple[np.ndarray, np.ndarray]:
     """int64 voxel keys of [N, 3] points, and the mask of points inside the representable range."""
-    index = np.floor(xyz / voxel_size).astype(np.int64) + _KEY_OFFSET
-    inside = ((index >= 0) & (index < (1 << _KEY_BITS))).all(axis=1)
+    index = np.floor(xyz * (1.0 / voxel_size)).astype(np.int64) + _KEY_OFFSET
+    inside = (index.view(np.uint64) < (1 << _KEY_BITS)).all(axis=1)   # negatives wrap to huge values
     index = index[inside]
     return (index[:, 0] << (2 * _KEY_BITS)) | (index[:, 1] << _KEY_BITS) | index[:, 2], inside
 
 
-def _voxel_sums(xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray, voxel_size: float):
-    """Per occupied voxel: sorted keys [M], position sums [M, 3] f64, colour sums [M, 3] f64, counts [M],
+@dataclass
+class VoxelSums:
+    """Points grouped by voxel: sorted keys [M], position and colour sums [M, 3] float64, counts [M],
     max confidence [M]."""
-    keys, inside = voxel_keys(xyz, voxel_size)
-    xyz, rgb, conf = xyz[inside], rgb[inside], conf[inside]
-    unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
 
-    def per_voxel(values):
-        return np.stack([np.bincount(inverse, weights=values[:, i], minlength=len(unique)) for i in range(3)], 1)
+    keys: np.ndarray
+    xyz: np.ndarray
+    rgb: np.ndarray
+    count: np.ndarray
+    conf: np.ndarray
 
-    order = np.argsort(inverse, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    max_conf = np.maximum.reduceat(conf[order], starts) if len(unique) else conf[:0]
-    return unique, per_voxel(xyz), per_voxel(rgb), counts, max_conf
+    @classmethod
+    def of(cls, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray, voxel_size: float) -> "VoxelSums":
+        keys, inside = voxel_keys(xyz, voxel_size)
+        if len(keys) == 0:
+            return cls(keys=keys, xyz=np.zeros((0, 3)), rgb=np.zeros((0, 3)), count=np.zeros(0, np.int64),
+                       conf=np.zeros(0, np.float32))
+        order = np.argsort(keys)          # one sort groups the voxels; reduceat sums each group
+        keys = keys[order]
+        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+        rows = np.flatnonzero(inside)[order]
+        sums = np.add.reduceat(np.concatenate([xyz, rgb], axis=1, dtype=np.float64)[rows], starts, axis=0)
+        return cls(keys=keys[starts], xyz=sums[:, :3], rgb=sums[:, 3:], count=np.diff(np.append(starts, len(keys))),
+                   conf=np.maximum.reduceat(conf[rows], starts))
+
+    def centroids(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One point per voxel: centroid [M, 3] float32, mean colour [M, 3] uint8, max confidence [M] float32."""
+        count = self.count[:, None]
+        return ((self.xyz / count).astype(np.float32), (self.rgb / count).round().astype(np.uint8),
+                self.conf.astype(np.float32))
 
 
 def voxel_downsample(xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray, voxel_size: float
                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One point per occupied voxel: the centroid [M, 3] float32, mean colour [M, 3] uint8, max confidence [M]."""
-    _, xyz_sum, rgb_sum, counts, max_conf = _voxel_sums(xyz, rgb, conf, voxel_size)
-    return ((xyz_sum / counts[:, None]).astype(np.float32),
-            (rgb_sum / counts[:, None]).round().astype(np.uint8), max_conf.astype(np.float32))
+    return VoxelSums.of(xyz, rgb, conf, voxel_size).centroids()
 
 
 class VoxelMap:
@@ -80,25 +94,24 @@ class VoxelMap:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def add(self, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray) -> None:
-        """Merge [N, 3] points (map frame), [N, 3] uint8 colours and [N] confidences."""
+    def add(self, sums: VoxelSums) -> None:
+        """Merge the voxel sums of new points (map frame, same voxel size)."""
         self._ticks += 1
-        keys, xyz_sum, rgb_sum, count, conf_max = _voxel_sums(xyz, rgb, conf, self.voxel_size)
-        position = np.searchsorted(self._keys, keys)
+        position = np.searchsorted(self._keys, sums.keys)
         found = position < len(self._keys)
-        found[found] = self._keys[position[found]] == keys[found]
+        found[found] = self._keys[position[found]] == sums.keys[found]
         hit = position[found]
-        self._xyz_sum[hit] += xyz_sum[found]
-        self._rgb_sum[hit] += rgb_sum[found]
-        self._count[hit] += count[found]
-        self._conf[hit] = np.maximum(self._conf[hit], conf_max[found])
+        self._xyz_sum[hit] += sums.xyz[found]
+        self._rgb_sum[hit] += sums.rgb[found]
+        self._count[hit] += sums.count[found]
+        self._conf[hit] = np.maximum(self._conf[hit], sums.conf[found])
         self._tick[hit] = self._ticks
         new, where = ~found, position[~found]
-        self._keys = np.insert(self._keys, where, keys[new])
-        self._xyz_sum = np.insert(self._xyz_sum, where, xyz_sum[new], axis=0)
-        self._rgb_sum = np.insert(self._rgb_sum, where, rgb_sum[new], axis=0)
-        self._count = np.insert(self._count, where, count[new])
-        self._conf = np.insert(self._conf, where, conf_max[new])
+        self._keys = np.insert(self._keys, where, sums.keys[new])
+        self._xyz_sum = np.insert(self._xyz_sum, where, sums.xyz[new], axis=0)
+        self._rgb_sum = np.insert(self._rgb_sum, where, sums.rgb[new], axis=0)
+        self._count = np.insert(self._count, where, sums.count[new])
+        self._conf = np.insert(self._conf, where, sums.conf[new])
         self._tick = np.insert(self._tick, where, self._ticks)
         if len(self._keys) > self.max_voxels:
             oldest = np.argsort(self._tick, kind="stable")[:len(self._keys) - self.max_voxels]
@@ -139,12 +152,13 @@ class WindowMapper:
     """
 
     def __init__(self, voxel_size: float, max_voxels: int, world_rotation: np.ndarray = FLU_FROM_OPTICAL,
-                 max_align_points: int = 20000):
+                 max_align_points: int = 10000):
         self.voxel_size = voxel_size
         self.world_rotation = np.asarray(world_rotation, dtype=np.float64)
         self.max_align_points = max_align_points
         self.map = VoxelMap(voxel_size, max_voxels)
         self._previous: Dict[Hashable, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # key -> points, keep, conf
+        self._previous_sim: Tuple[float, np.ndarray, np.ndarray] = (1.0, self.world_rotation, np.zeros(3))
 
     @property
     def started(self) -> bool:
@@ -155,29 +169,29 @@ class WindowMapper:
         """Place ``recon`` (S images, keys[i] for image i) in the map; raises ``AlignmentError``."""
         if len(keys) != recon.num_frames:
             raise ValueError(f"{len(keys)} keys for {recon.num_frames} images")
-        finite = np.isfinite(recon.points).all(axis=-1)
-        keep = confidence_mask(recon.points_conf, conf_percentile, conf_min) & finite
+        keep = confidence_mask(recon.points_conf, conf_percentile, conf_min) & np.isfinite(recon.points).all(axis=-1)
         if not keep.any():
             raise AlignmentError("no finite point passes the confidence filter")
         scale, rotation, translation, shared, rmse = self._align(keys, recon.points, keep, recon.points_conf)
 
-        def to_map(points: np.ndarray) -> np.ndarray:
-            return (scale * points.astype(np.float64) @ rotation.T + translation).astype(np.float32)
-
         # camera-to-window = inverse of the camera-from-window extrinsics: R^T, centre -R^T t
         cam_rotation = recon.extrinsics[:, :3, :3].astype(np.float64).transpose(0, 2, 1)
         centres = -(cam_rotation @ recon.extrinsics[:, :3, 3:].astype(np.float64))[..., 0]
-        orientation = rotation @ cam_rotation
-        quaternions = mat_to_quat(torch.from_numpy(orientation)).numpy()
+        quaternions = mat_to_quat(torch.from_numpy(rotation @ cam_rotation)).numpy()
         positions = scale * centres @ rotation.T + translation
 
-        mapped = to_map(np.where(finite[..., None], recon.points, 0))
-        xyz, rgb, conf = voxel_downsample(mapped[keep], recon.images[keep], recon.points_conf[keep], self.voxel_size)
+        linear = (scale * rotation).T.astype(np.float32)
+        xyz = recon.points[keep] @ linear + translation.astype(np.float32)
+        sums = VoxelSums.of(xyz, recon.images[keep], recon.points_conf[keep], self.voxel_size)
         if accumulate:
-            self.map.add(xyz, rgb, conf)
-        self._previous = {key: (mapped[i], keep[i], recon.points_conf[i]) for i, key in enumerate(keys)}
+            self.map.add(sums)
+        # only the raw points and the similarity are kept: the next alignment maps the few it samples
+        self._previous = {key: (recon.points[i], keep[i], recon.points_conf[i]) for i, key in enumerate(keys)}
+        self._previous_sim = (scale, rotation, translation)
+        cloud = sums.centroids()
         return WindowUpdate(scale=scale, rotation=rotation, translation=translation, positions=positions,
-                            quaternions=quaternions, xyz=xyz, rgb=rgb, conf=conf, shared_images=shared, rmse=rmse)
+                            quaternions=quaternions, xyz=cloud[0], rgb=cloud[1], conf=cloud[2], shared_images=shared,
+                            rmse=rmse)
 
     def _align(self, keys, points, keep, conf):
         """Map-from-window Sim(3) as (scale, rotation, translation, shared images, rmse)."""
@@ -186,17 +200,18 @@ class WindowMapper:
         shared = [i for i, key in enumerate(keys) if key in self._previous]
         if not shared:
             raise AlignmentError("the window shares no image with the map (was the previous window lost?)")
+        # every step-th pixel of each shared image: an evenly spread subset is plenty for 7 parameters
+        step = slice(None, None, -(-len(shared) * keep[0].size // self.max_align_points))
         sources, targets, weights = [], [], []
         for i in shared:
             old_points, old_keep, old_conf = self._previous[keys[i]]
-            both = keep[i] & old_keep
-            sources.append(points[i][both])
-            targets.append(old_points[both])
-            weights.append(np.minimum(conf[i][both], old_conf[both]))
+            both = keep[i].reshape(-1)[step] & old_keep.reshape(-1)[step]
+            sources.append(points[i].reshape(-1, 3)[step][both])
+            targets.append(old_points.reshape(-1, 3)[step][both])
+            weights.append(np.minimum(conf[i].reshape(-1)[step][both], old_conf.reshape(-1)[step][both]))
         source, target, weight = (np.concatenate(a).astype(np.float64) for a in (sources, targets, weights))
-        if len(source) > self.max_align_points:  # evenly spread subset: enough for 7 parameters
-            pick = np.linspace(0, len(source) - 1, self.max_align_points).astype(np.int64)
-            source, target, weight = source[pick], target[pick], weight[pick]
+        old_scale, old_rotation, old_translation = self._previous_sim
+        target = old_scale * target @ old_rotation.T + old_translation   # previous window -> map
         try:
             sim = umeyama_sim3(torch.from_numpy(source), torch.from_numpy(target), torch.from_numpy(weight))
         except ValueError as exc:

@@ -7,7 +7,8 @@ import torch
 from helpers_truth import GroundTruthModel, rig, scene_distance
 from vggt_quant_core.geometry import quat_to_mat
 from vggt_quant_core.inference import predictions_to_reconstruction
-from vggt_quant_ros.mapping import FLU_FROM_OPTICAL, AlignmentError, VoxelMap, WindowMapper, voxel_downsample
+from vggt_quant_ros.mapping import (FLU_FROM_OPTICAL, AlignmentError, VoxelMap, VoxelSums, WindowMapper,
+                                    voxel_downsample)
 
 WIDTH, HEIGHT, STEPS = 112, 84, 10
 
@@ -88,10 +89,14 @@ def test_voxel_map_merges_repeats_and_evicts_the_least_recently_seen():
     grid = np.stack(np.meshgrid(np.arange(10), np.arange(10), [0], indexing="ij"), -1).reshape(-1, 3) + 0.5
     rgb, conf = np.zeros((100, 3), np.uint8), np.ones(100, np.float32)
     voxels = VoxelMap(voxel_size=1.0, max_voxels=250)
-    voxels.add(grid, rgb, conf)
-    voxels.add(grid + [0.1, 0, 0], rgb, conf)          # the same 100 voxels: merged, centroid moves
+
+    def add(points):
+        voxels.add(VoxelSums.of(points, rgb, conf, 1.0))
+
+    add(grid)
+    add(grid + [0.1, 0, 0])         # the same 100 voxels: merged, centroid moves
     assert len(voxels) == 100 and np.allclose(np.sort(voxels.arrays()[0][:, 0])[:1], 0.55)
-    voxels.add(grid + [0, 0, 1], rgb, conf)             # 100 new voxels
-    voxels.add(grid + [0, 0, 2], rgb, conf)             # 100 more: 300 > 250, the oldest 50 go
+    add(grid + [0, 0, 1])           # 100 new voxels
+    add(grid + [0, 0, 2])           # 100 more: 300 > 250, the oldest 50 go
     xyz = voxels.arrays()[0]
     assert len(voxels) == 250 and (xyz[:, 2] > 1).sum() == 200 and (xyz[:, 2] < 1).sum() == 50
