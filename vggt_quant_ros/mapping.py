@@ -38,36 +38,40 @@ def voxel_keys(xyz: np.ndarray, voxel_size: float) -> Tuple[np.ndarray, np.ndarr
     return (index[:, 0] << (2 * _KEY_BITS)) | (index[:, 1] << _KEY_BITS) | index[:, 2], inside
 
 
+_XYZ, _RGB, _COUNT, _CONF, _TICK = slice(0, 3), slice(3, 6), 6, 7, 8   # columns of the per-voxel rows
+
+
 @dataclass
 class VoxelSums:
-    """Points grouped by voxel: sorted keys [M], position and colour sums [M, 3] float64, counts [M],
-    max confidence [M]."""
+    """Points grouped by voxel: sorted keys [M] and float64 rows [M, 8] = position sums (3), colour sums (3),
+    point count, max confidence."""
 
     keys: np.ndarray
-    xyz: np.ndarray
-    rgb: np.ndarray
-    count: np.ndarray
-    conf: np.ndarray
+    rows: np.ndarray
 
     @classmethod
     def of(cls, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray, voxel_size: float) -> "VoxelSums":
         keys, inside = voxel_keys(xyz, voxel_size)
         if len(keys) == 0:
-            return cls(keys=keys, xyz=np.zeros((0, 3)), rgb=np.zeros((0, 3)), count=np.zeros(0, np.int64),
-                       conf=np.zeros(0, np.float32))
+            return cls(keys=keys, rows=np.zeros((0, 8)))
         order = np.argsort(keys)          # one sort groups the voxels; reduceat sums each group
         keys = keys[order]
         starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-        rows = np.flatnonzero(inside)[order]
-        sums = np.add.reduceat(np.concatenate([xyz, rgb], axis=1, dtype=np.float64)[rows], starts, axis=0)
-        return cls(keys=keys[starts], xyz=sums[:, :3], rgb=sums[:, 3:], count=np.diff(np.append(starts, len(keys))),
-                   conf=np.maximum.reduceat(conf[rows], starts))
+        picked = np.flatnonzero(inside)[order]
+        values = np.concatenate([xyz, rgb, np.ones((len(xyz), 1))], axis=1, dtype=np.float64)[picked]
+        rows = np.empty((len(starts), 8))
+        rows[:, :_CONF] = np.add.reduceat(values, starts, axis=0)
+        rows[:, _CONF] = np.maximum.reduceat(conf[picked], starts)
+        return cls(keys=keys[starts], rows=rows)
 
     def centroids(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One point per voxel: centroid [M, 3] float32, mean colour [M, 3] uint8, max confidence [M] float32."""
-        count = self.count[:, None]
-        return ((self.xyz / count).astype(np.float32), (self.rgb / count).round().astype(np.uint8),
-                self.conf.astype(np.float32))
+        return _centroids(self.rows)
+
+
+def _centroids(rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean = (rows[:, :_COUNT] / rows[:, _COUNT, None]).astype(np.float32)   # one pass for position and colour
+    return mean[:, _XYZ], (mean[:, _RGB] + 0.5).astype(np.uint8), rows[:, _CONF].astype(np.float32)
 
 
 def voxel_downsample(xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray, voxel_size: float
@@ -77,18 +81,14 @@ def voxel_downsample(xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray, voxel_s
 
 
 class VoxelMap:
-    """Accumulated cloud: per voxel the running position and colour sums, point count, max confidence and
-    the window that last touched it. Beyond ``max_voxels`` the least recently touched voxels are dropped,
-    so memory stays bounded (about 80 bytes per voxel)."""
+    """Accumulated cloud: sorted voxel keys and per voxel a row of running position and colour sums, point
+    count, max confidence and the window that last touched it. Beyond ``max_voxels`` the least recently
+    touched voxels are dropped, so memory stays bounded (80 bytes per voxel)."""
 
     def __init__(self, voxel_size: float, max_voxels: int):
         self.voxel_size, self.max_voxels = voxel_size, max_voxels
-        self._keys = np.zeros(0, np.int64)         # sorted
-        self._xyz_sum = np.zeros((0, 3))
-        self._rgb_sum = np.zeros((0, 3))
-        self._count = np.zeros(0, np.int64)
-        self._conf = np.zeros(0, np.float32)
-        self._tick = np.zeros(0, np.int64)
+        self._keys = np.zeros(0, np.int64)
+        self._rows = np.zeros((0, 9))    # VoxelSums columns + the tick of the last window that touched it
         self._ticks = 0
 
     def __len__(self) -> int:
@@ -101,30 +101,24 @@ class VoxelMap:
         found = position < len(self._keys)
         found[found] = self._keys[position[found]] == sums.keys[found]
         hit = position[found]
-        self._xyz_sum[hit] += sums.xyz[found]
-        self._rgb_sum[hit] += sums.rgb[found]
-        self._count[hit] += sums.count[found]
-        self._conf[hit] = np.maximum(self._conf[hit], sums.conf[found])
-        self._tick[hit] = self._ticks
-        new, where = ~found, position[~found]
-        self._keys = np.insert(self._keys, where, sums.keys[new])
-        self._xyz_sum = np.insert(self._xyz_sum, where, sums.xyz[new], axis=0)
-        self._rgb_sum = np.insert(self._rgb_sum, where, sums.rgb[new], axis=0)
-        self._count = np.insert(self._count, where, sums.count[new])
-        self._conf = np.insert(self._conf, where, sums.conf[new])
-        self._tick = np.insert(self._tick, where, self._ticks)
+        self._rows[hit, :_CONF] += sums.rows[found, :_CONF]
+        self._rows[hit, _CONF] = np.maximum(self._rows[hit, _CONF], sums.rows[found, _CONF])
+        self._rows[hit, _TICK] = self._ticks
+        new = ~found
+        fresh = np.empty((int(new.sum()), 9))
+        fresh[:, :_TICK] = sums.rows[new]
+        fresh[:, _TICK] = self._ticks
+        self._keys = np.insert(self._keys, position[new], sums.keys[new])   # two copies of the map, not seven
+        self._rows = np.insert(self._rows, position[new], fresh, axis=0)
         if len(self._keys) > self.max_voxels:
-            oldest = np.argsort(self._tick, kind="stable")[:len(self._keys) - self.max_voxels]
+            oldest = np.argsort(self._rows[:, _TICK], kind="stable")[:len(self._keys) - self.max_voxels]
             keep = np.ones(len(self._keys), bool)
             keep[oldest] = False
-            for name in ("_keys", "_xyz_sum", "_rgb_sum", "_count", "_conf", "_tick"):
-                setattr(self, name, getattr(self, name)[keep])
+            self._keys, self._rows = self._keys[keep], self._rows[keep]
 
     def arrays(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Centroids [M, 3] float32, mean colours [M, 3] uint8, max confidences [M] float32."""
-        count = self._count[:, None]
-        return ((self._xyz_sum / count).astype(np.float32), (self._rgb_sum / count).round().astype(np.uint8),
-                self._conf.copy())
+        return _centroids(self._rows)
 
 
 @dataclass
