@@ -500,6 +500,10 @@ class ReconstructNode(Node):
             if frame.model_input is None:
                 frame.model_input = preprocess_image(frame.rgb, mode=self._param("preprocess_mode"),
                                                      target_size=self._input_size)
+        sizes = sorted({(f.model_input.shape[-1], f.model_input.shape[-2]) for f in frames})
+        if len(sizes) > 1:
+            self._warn_throttled(("sizes",), "images of different sizes in one window (model inputs "
+                                 + ", ".join(f"{w}x{h}" for w, h in sizes) + "): smaller ones are padded with white")
         return stack_padded([frame.model_input for frame in frames])
 
     def _calibrated_intrinsics(self, frames: List[Frame], images: torch.Tensor) -> Optional[torch.Tensor]:

@@ -279,6 +279,23 @@ def test_real_checkpoint_with_compressed_images_and_camera_info(graph, golden_di
     assert values["model"].endswith("tiny_a") and values["bits"] == "32" and values["backend"] == "cpu fp32"
 
 
+def test_cameras_of_different_sizes_are_padded_and_reported(graph, golden_dir):
+    from vggt_quant_core.data.scenes import render_orbit_sequence
+
+    wide, narrow = render_orbit_sequence(2, WIDTH, HEIGHT, seed=4), render_orbit_sequence(2, WIDTH, 70, seed=4)
+    node = start_node(graph, None, diagnostics_period_s=0.1, checkpoint=str(golden_dir / "tiny_a"),
+                      image_topics=["/a/image", "/b/image"], window_size=2, window_stride=1, conf_percentile=0.0)
+    out = Outputs(graph, names=("cam0", "cam1"))
+    feed = Feeder(graph, node, ["/a/image", "/b/image"])
+    wait_for(lambda: node.estimator is not None, 30, "the model to load")
+    for step in range(2):
+        feed.send_all([rgb_image(wide.images[step], T0 + step * DT), rgb_image(narrow.images[step], T0 + step * DT)])
+    assert node.stats().windows_processed == 1, node.stats().last_problem
+    assert "images of different sizes in one window (model inputs 56x28, 56x42)" in node.stats().last_problem
+    wait_for(lambda: out.depth["cam1"], 10, "depth of the smaller camera")
+    assert (out.depth["cam1"][-1].width, out.depth["cam1"][-1].height) == (56, 42)   # the padded model input
+
+
 def test_configuration_errors_are_one_line_and_fatal(graph, tmp_path):
     from vggt_quant_ros.reconstruct_node import ConfigurationError
 

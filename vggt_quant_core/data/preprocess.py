@@ -116,7 +116,6 @@ def stack_padded(images: Sequence[torch.Tensor]) -> torch.Tensor:
         raise ValueError("At least 1 image is required")
     shapes = {tuple(t.shape[1:]) for t in images}
     if len(shapes) > 1:
-        logger.warning("images have different shapes %s; padding with white to the largest", sorted(shapes))
         height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
         images = [_pad_white(t, height, width) for t in images]
     return torch.stack(list(images))
@@ -127,5 +126,8 @@ def load_and_preprocess_images(sources: Sequence[ImageSource], mode: str = "crop
     """Images -> [N, 3, H, W] float32 in [0, 1], ready for ``VGGT.forward``."""
     if len(sources) == 0:
         raise ValueError("At least 1 image is required")
-    return stack_padded([preprocess_image(s, mode=mode, target_size=target_size, patch_size=patch_size)
-                         for s in sources])
+    images = [preprocess_image(s, mode=mode, target_size=target_size, patch_size=patch_size) for s in sources]
+    shapes = {tuple(t.shape[1:]) for t in images}
+    if len(shapes) > 1:
+        logger.warning("images have different shapes %s; padding with white to the largest", sorted(shapes))
+    return stack_padded(images)
