@@ -1,9 +1,10 @@
-"""ROS messages <-> numpy, without cv_bridge or sensor_msgs_py (both are used only where noted).
+"""ROS messages <-> numpy, without cv_bridge or sensor_msgs_py (neither has a pip wheel; cv_bridge, when
+installed, converts the encodings the table below does not know).
 
 Images in: ``image_to_rgb`` (``sensor_msgs/Image``) and ``compressed_to_rgb``
 (``sensor_msgs/CompressedImage``) return H x W x 3 uint8 RGB and raise ``ImageError`` with a
 one-line reason for anything they cannot convert. Messages out: ``point_cloud``, ``depth_image``,
-``camera_info``, ``pose_array``, ``path_message``, ``odometry``, ``transforms`` build messages from
+``camera_info``, ``pose_array``, ``path_message``, ``odometry``, ``transform`` build messages from
 arrays. Poses are (position [3], quaternion x, y, z, w [4]) pairs. No torch here.
 """
 
