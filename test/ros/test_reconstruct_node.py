@@ -296,6 +296,21 @@ def test_cameras_of_different_sizes_are_padded_and_reported(graph, golden_dir):
     assert (out.depth["cam1"][-1].width, out.depth["cam1"][-1].height) == (56, 42)   # the padded model input
 
 
+def test_runtime_parameters_apply_and_read_only_ones_refuse(graph):
+    from rclpy.parameter import Parameter
+
+    truth = rig(10, WIDTH, HEIGHT)
+    node = start_node(graph, _double(GroundTruthModel(truth)), **FAST, image_topics=["/cam/image"], window_size=4,
+                      window_stride=2)
+    feed = Feeder(graph, node, ["/cam/image"])
+    results = node.set_parameters([Parameter("frame_stride", value=3), Parameter("window_size", value=3)])
+    assert results[0].successful and not results[1].successful
+    assert node.get_parameter("window_size").value == 4
+    for step in range(7):
+        feed.send(0, rgb_image(truth.images[0, step], T0 + step * DT))
+    assert node.stats().keyframes == 3    # steps 0, 3 and 6
+
+
 def test_configuration_errors_are_one_line_and_fatal(graph, tmp_path):
     from vggt_quant_ros.reconstruct_node import ConfigurationError
 
