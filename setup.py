@@ -36,6 +36,7 @@ setup(
     entry_points={
         "console_scripts": [
             "vggt-quant = vggt_quant_core.cli.main:main",
+            "reconstruct = vggt_quant_ros.reconstruct_node:main",
         ],
     },
 )

@@ -57,6 +57,10 @@ def test_colcon_build_installs_the_ament_package(tmp_path):
     assert (install / "share" / "ament_index" / "resource_index" / "packages" / PACKAGE).exists()
     assert (install / "share" / PACKAGE / "package.xml").exists()
     assert (install / "lib" / PACKAGE / "vggt-quant").exists()  # where `ros2 run` looks
+    assert (install / "lib" / PACKAGE / "reconstruct").exists()
+    share = install / "share" / PACKAGE
+    assert [(share / f).exists() for f in ("launch/reconstruct.launch.py", "config/reconstruct.yaml",
+                                           "rviz/vggt_quant_ros.rviz")] == [True] * 3
     site = next(install.glob("lib/python*/site-packages"))
     assert (site / "vggt_quant_core" / "model" / "vggt.py").exists()
     assert re.search(r"Summary: 1 package finished", result.stdout + result.stderr)

@@ -108,7 +108,7 @@ class Reconstruction:
     depth: np.ndarray        # [S, H, W] float32, > 0
     depth_conf: np.ndarray   # [S, H, W] float32, >= 1
     extrinsics: np.ndarray   # [S, 3, 4] float32, camera-from-world, OpenCV (x right, y down, z forward)
-    intrinsics: np.ndarray   # [S, 3, 3] float32, pixels of the model input
+    intrinsics: np.ndarray   # [S, 3, 3] float32, pixels of the model input (of its subsampled grid)
     points: np.ndarray       # [S, H, W, 3] float32 world points
     points_conf: np.ndarray  # [S, H, W] float32 confidence of ``points``
 
@@ -118,32 +118,43 @@ class Reconstruction:
 
 
 def predictions_to_reconstruction(predictions: Dict[str, torch.Tensor], point_source: str = "depth",
-                                  batch_index: int = 0) -> Reconstruction:
+                                  batch_index: int = 0, pixel_stride: int = 1,
+                                  intrinsics: Optional[torch.Tensor] = None) -> Reconstruction:
     """Raw model outputs -> cameras, depth and world points of one sequence.
 
     ``point_source``: ``depth`` unprojects depth with the predicted cameras (the official demos'
     default, usually more accurate); ``pointmap`` uses the point head.
+    ``pixel_stride``: keep every ``pixel_stride``-th row and column (pixel (i, j) of the result is
+    pixel (s i, s j) of the model input); the intrinsics are those of that subsampled grid.
+    ``intrinsics``: [S, 3, 3] in pixels of the model input, used instead of the predicted ones
+    (calibrated cameras); they only change the ``depth`` point source.
     """
     if point_source not in POINT_SOURCES:
         raise ValueError(f"point_source must be one of {POINT_SOURCES}, got {point_source!r}")
+    if pixel_stride < 1:
+        raise ValueError(f"pixel_stride must be >= 1, got {pixel_stride}")
+    grid = (slice(None, None, pixel_stride),) * 2
     images = predictions["images"][batch_index].float()
-    extrinsics, intrinsics = pose_encoding_to_extri_intri(predictions["pose_enc"][batch_index:batch_index + 1].float(),
-                                                          images.shape[-2:])
-    depth = predictions["depth"][batch_index, ..., 0].float()
+    extrinsics, predicted = pose_encoding_to_extri_intri(predictions["pose_enc"][batch_index:batch_index + 1].float(),
+                                                         images.shape[-2:])
+    intrinsics = (predicted[0] if intrinsics is None else intrinsics.float()).clone()
+    intrinsics[:, :2] /= pixel_stride  # pixel s*j of the input is pixel j of the grid
+    images = images[(Ellipsis, *grid)]
+    depth = predictions["depth"][(batch_index, Ellipsis, *grid, 0)].float().contiguous()
     if point_source == "depth":
-        points = unproject_depth_map_to_point_map(depth, extrinsics[0], intrinsics[0])
-        points_conf = predictions["depth_conf"][batch_index]
+        points = unproject_depth_map_to_point_map(depth, extrinsics[0], intrinsics)
+        points_conf = predictions["depth_conf"][(batch_index, Ellipsis, *grid)]
     else:
-        points = predictions["world_points"][batch_index]
-        points_conf = predictions["world_points_conf"][batch_index]
+        points = predictions["world_points"][(batch_index, Ellipsis, *grid, slice(None))]
+        points_conf = predictions["world_points_conf"][(batch_index, Ellipsis, *grid)]
 
     def to_numpy(tensor: torch.Tensor) -> np.ndarray:
-        return tensor.detach().float().cpu().numpy()
+        return np.ascontiguousarray(tensor.detach().float().cpu().numpy())
 
     rgb = (images.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    depth_conf = predictions["depth_conf"][batch_index]
-    return Reconstruction(images=rgb, depth=to_numpy(depth), depth_conf=to_numpy(depth_conf),
-                          extrinsics=to_numpy(extrinsics[0]), intrinsics=to_numpy(intrinsics[0]),
+    depth_conf = predictions["depth_conf"][(batch_index, Ellipsis, *grid)]
+    return Reconstruction(images=np.ascontiguousarray(rgb), depth=to_numpy(depth), depth_conf=to_numpy(depth_conf),
+                          extrinsics=to_numpy(extrinsics[0]), intrinsics=to_numpy(intrinsics),
                           points=to_numpy(points), points_conf=to_numpy(points_conf))
 
 

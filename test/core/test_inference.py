@@ -64,6 +64,34 @@ def test_reconstruction_unprojects_depth_with_predicted_cameras(tiny):
     assert np.array_equal(pointmap.points, predictions["world_points"][0].numpy())
 
 
+def test_strided_reconstruction_is_the_full_one_subsampled(tiny):
+    model, images = tiny
+    predictions = run_vggt(model, images)
+    for source in ("depth", "pointmap"):
+        full = predictions_to_reconstruction(predictions, point_source=source)
+        strided = predictions_to_reconstruction(predictions, point_source=source, pixel_stride=3)
+        assert strided.points.shape == (2, 14, 19, 3)  # 42x56 -> ceil(42/3) x ceil(56/3)
+        assert np.allclose(strided.points, full.points[:, ::3, ::3], rtol=1e-5, atol=1e-6)
+        assert np.array_equal(strided.images, full.images[:, ::3, ::3])
+        assert np.array_equal(strided.points_conf, full.points_conf[:, ::3, ::3])
+    assert np.allclose(strided.intrinsics[:, :2], full.intrinsics[:, :2] / 3)
+    with pytest.raises(ValueError, match="pixel_stride"):
+        predictions_to_reconstruction(predictions, pixel_stride=0)
+
+
+def test_given_intrinsics_replace_the_predicted_ones(tiny):
+    model, images = tiny
+    predictions = run_vggt(model, images)
+    calibrated = torch.tensor([[40.0, 0, 28], [0, 40, 21], [0, 0, 1]]).expand(2, 3, 3)
+    recon = predictions_to_reconstruction(predictions, intrinsics=calibrated, pixel_stride=2)
+    assert np.allclose(recon.intrinsics[0], [[20, 0, 14], [0, 20, 10.5], [0, 0, 1]])
+    # the camera-frame x of a pixel is (u - cx) * depth / fx with the given intrinsics
+    rotation, translation = recon.extrinsics[:, :3, :3], recon.extrinsics[:, :3, 3]
+    camera = np.einsum("sij,shwj->shwi", rotation, recon.points) + translation[:, None, None]
+    u = np.arange(recon.depth.shape[2]) * 2.0
+    assert np.allclose(camera[..., 0], (u - 28) * recon.depth / 40, rtol=1e-4, atol=1e-4)
+
+
 def test_confidence_mask_percentile_and_floor():
     conf = np.arange(1, 101, dtype=np.float32).reshape(10, 10)
     assert confidence_mask(conf, 50).sum() == 50  # keeps values >= median (50.5) -> 51..100

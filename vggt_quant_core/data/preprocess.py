@@ -60,6 +60,28 @@ def model_input_size(width: int, height: int, mode: str = "crop", target_size: i
     return target_size, round(height * (target_size / width) / patch_size) * patch_size
 
 
+def preprocessed_intrinsics(intrinsics: np.ndarray, width: int, height: int, mode: str = "crop",
+                            target_size: int = 518, patch_size: int = 14) -> np.ndarray:
+    """Intrinsics [3, 3] of a ``width`` x ``height`` image -> those of its ``preprocess_image`` output.
+
+    Pixel centres are at integer coordinates (OpenCV, ROS ``CameraInfo``), so a resize by ``s``
+    maps ``u`` to ``(u + 0.5) * s - 0.5``; crops and pads shift the principal point.
+    """
+    new_w, new_h = model_input_size(width, height, mode=mode, target_size=target_size, patch_size=patch_size)
+    scale_x, scale_y = new_w / width, new_h / height
+    out = np.array(intrinsics, dtype=np.float64).reshape(3, 3).copy()
+    out[0] *= scale_x
+    out[1] *= scale_y
+    out[0, 2] += 0.5 * scale_x - 0.5
+    out[1, 2] += 0.5 * scale_y - 0.5
+    if mode == "crop" and new_h > target_size:
+        out[1, 2] -= (new_h - target_size) // 2
+    if mode == "pad":
+        out[0, 2] += (target_size - new_w) // 2
+        out[1, 2] += (target_size - new_h) // 2
+    return out
+
+
 def preprocess_image(source: ImageSource, mode: str = "crop", target_size: int = 518,
                      patch_size: int = 14) -> torch.Tensor:
     """One image -> [3, H, W] float32 in [0, 1]."""
@@ -86,6 +108,19 @@ def _pad_white(tensor: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.pad(tensor, (left, pad_w - left, top, pad_h - top), mode="constant", value=1.0)
 
 
+def stack_padded(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """[3, H_i, W_i] images -> [N, 3, H, W], padding smaller ones with white to the largest, centred
+    (as the official loader does for mixed sizes); the pad offset of image i is
+    ``((H - H_i) // 2, (W - W_i) // 2)`` (top, left)."""
+    if len(images) == 0:
+        raise ValueError("At least 1 image is required")
+    shapes = {tuple(t.shape[1:]) for t in images}
+    if len(shapes) > 1:
+        height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
+        images = [_pad_white(t, height, width) for t in images]
+    return torch.stack(list(images))
+
+
 def load_and_preprocess_images(sources: Sequence[ImageSource], mode: str = "crop", target_size: int = 518,
                                patch_size: int = 14) -> torch.Tensor:
     """Images -> [N, 3, H, W] float32 in [0, 1], ready for ``VGGT.forward``."""
@@ -95,6 +130,4 @@ def load_and_preprocess_images(sources: Sequence[ImageSource], mode: str = "crop
     shapes = {tuple(t.shape[1:]) for t in images}
     if len(shapes) > 1:
         logger.warning("images have different shapes %s; padding with white to the largest", sorted(shapes))
-        height, width = max(s[0] for s in shapes), max(s[1] for s in shapes)
-        images = [_pad_white(t, height, width) for t in images]
-    return torch.stack(images)
+    return stack_padded(images)

@@ -146,6 +146,23 @@ def random_scene(rng: np.random.Generator, half: np.ndarray, kind: str,
     return scene
 
 
+def surface_distance(scene: Scene, points: np.ndarray) -> np.ndarray:
+    """Unsigned distance [N] from points [N, 3] to the nearest surface of the scene (an exact distance
+    field, independent of the ray caster; tests use it to check rendered depth and reconstructions)."""
+    distance = np.full(len(points), np.inf)
+    for point, normal, _ in scene.planes:
+        distance = np.minimum(distance, np.abs((points - point) @ normal))
+    for box in scene.boxes:
+        c, s = math.cos(box.yaw), math.sin(box.yaw)
+        local = (points - box.centre) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
+        outside = np.maximum(np.abs(local) - box.half_size, 0)
+        inside = (box.half_size - np.abs(local)).min(axis=1)
+        distance = np.minimum(distance, np.where(outside.max(axis=1) > 0, np.linalg.norm(outside, axis=1), inside))
+    for sphere in scene.spheres:
+        distance = np.minimum(distance, np.abs(np.linalg.norm(points - sphere.centre, axis=1) - sphere.radius))
+    return distance
+
+
 def intrinsics_for(width: int, height: int, fov_x_degrees: float = 65.0) -> np.ndarray:
     """[3, 3] pinhole intrinsics, square pixels, principal point at (W/2, H/2) as VGGT."""
     focal = (width / 2) / math.tan(math.radians(fov_x_degrees) / 2)

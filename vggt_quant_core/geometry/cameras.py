@@ -39,5 +39,6 @@ def unproject_depth_map_to_point_map(depth: torch.Tensor, extrinsics: torch.Tens
     extrinsics, intrinsics = extrinsics.to(depth.dtype), intrinsics.to(depth.dtype)
     camera_points = depth_to_camera_points(depth, intrinsics)
     cam_to_world = closed_form_inverse_se3(extrinsics)
-    rotation, translation = cam_to_world[:, None, None, :3, :3], cam_to_world[:, None, None, :3, 3]
-    return (rotation @ camera_points.unsqueeze(-1)).squeeze(-1) + translation
+    # One [H*W, 3] @ [3, 3] product per frame: far faster than a 3x3 product per pixel.
+    world = camera_points.flatten(1, 2) @ cam_to_world[:, :3, :3].transpose(1, 2) + cam_to_world[:, None, :3, 3]
+    return world.view(camera_points.shape)

@@ -5,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vggt_quant_core.data.preprocess import load_and_preprocess_images, model_input_size, preprocess_image
+from vggt_quant_core.data.preprocess import (load_and_preprocess_images, model_input_size, preprocess_image,
+                                             preprocessed_intrinsics)
 
 
 def _cases(units):
@@ -52,3 +53,21 @@ def test_accepts_arrays_and_rejects_bad_input(tmp_path):
         preprocess_image(np.zeros((2, 400, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="At least 1"):
         load_and_preprocess_images([])
+
+
+@pytest.mark.parametrize("width, height, mode", [(640, 480, "crop"), (480, 640, "crop"), (640, 480, "pad"),
+                                                 (300, 500, "pad")])
+def test_preprocessed_intrinsics_follow_the_pixels(width, height, mode):
+    """A blob at the projection of a 3D point stays at its projection with the mapped intrinsics."""
+    intrinsics = np.array([[0.8 * width, 0, (width - 1) / 2 + 7], [0, 0.8 * width, (height - 1) / 2 - 5], [0, 0, 1]])
+    point = np.array([0.13, -0.07, 1.0])
+    u, v, _ = intrinsics @ point
+    yy, xx = np.mgrid[0:height, 0:width]
+    blob = 255 * np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * 4.0 ** 2))
+    image = np.repeat((255 - blob).round().astype(np.uint8)[..., None], 3, axis=2)  # dark blob on white, as the pad
+    out = 1 - preprocess_image(image, mode=mode, target_size=224)[0].double()
+    weights = out / out.sum()
+    grid_v, grid_u = torch.meshgrid(torch.arange(out.shape[0]), torch.arange(out.shape[1]), indexing="ij")
+    centroid = np.array([(weights * grid_u).sum().item(), (weights * grid_v).sum().item()])
+    mapped = preprocessed_intrinsics(intrinsics, width, height, mode=mode, target_size=224) @ point
+    assert np.abs(centroid - mapped[:2]).max() < 0.05, (centroid, mapped)

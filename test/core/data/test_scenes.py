@@ -7,25 +7,9 @@ import pytest
 import torch
 
 from vggt_quant_core.data import TRAJECTORIES, generate_sequence
-from vggt_quant_core.data.scenes import Box, Scene, Sphere, intersect, render
+from vggt_quant_core.data.scenes import Box, Scene, Sphere, intersect, render, surface_distance
 from vggt_quant_core.data.trajectories import camera_centres, look_at
 from vggt_quant_core.geometry import unproject_depth_map_to_point_map
-
-
-def _distance_to_scene(scene: Scene, points: np.ndarray) -> np.ndarray:
-    """Unsigned distance [N] from points [N, 3] to the nearest surface of the scene."""
-    distance = np.full(len(points), np.inf)
-    for point, normal, _ in scene.planes:
-        distance = np.minimum(distance, np.abs((points - point) @ normal))
-    for box in scene.boxes:
-        c, s = math.cos(box.yaw), math.sin(box.yaw)
-        local = (points - box.centre) @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]])
-        outside = np.maximum(np.abs(local) - box.half_size, 0)
-        inside = (box.half_size - np.abs(local)).min(axis=1)
-        distance = np.minimum(distance, np.where(outside.max(axis=1) > 0, np.linalg.norm(outside, axis=1), inside))
-    for sphere in scene.spheres:
-        distance = np.minimum(distance, np.abs(np.linalg.norm(points - sphere.centre, axis=1) - sphere.radius))
-    return distance
 
 
 def test_deterministic_per_seed_and_different_across_seeds():
@@ -48,7 +32,7 @@ def test_depth_unprojects_onto_the_scene_surfaces(trajectory):
                                               torch.from_numpy(cam.extrinsics), torch.from_numpy(cam.intrinsics))
     valid = torch.from_numpy(cam.depth) > 0
     assert valid.float().mean() > 0.5
-    assert np.percentile(_distance_to_scene(seq.scene, points[valid].numpy()), 99.9) < 1e-3
+    assert np.percentile(surface_distance(seq.scene, points[valid].numpy()), 99.9) < 1e-3
 
 
 @pytest.mark.parametrize("trajectory", sorted(TRAJECTORIES))

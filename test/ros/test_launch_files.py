@@ -1,0 +1,97 @@
+"""The parameter file, launch file and RViz view agree with the node (launch itself runs only where installed)."""
+
+import ast
+import importlib.util
+
+import pytest
+import yaml
+
+from helpers import REPO
+from helpers_ros import DOMAIN_ID, RosGraph
+
+import rclpy  # noqa: I100 (helpers_ros skips this module without rclpy)
+from vggt_quant_ros.estimator import Estimator
+from vggt_quant_ros.reconstruct_node import NODE_NAME, PARAMETERS, ReconstructNode
+
+CONFIG = REPO / "config" / "reconstruct.yaml"
+LAUNCH = REPO / "launch" / "reconstruct.launch.py"
+RVIZ = REPO / "rviz" / "vggt_quant_ros.rviz"
+
+
+def _idle(**_):
+    """A model that must never be asked for anything: these tests publish no images."""
+    return Estimator(predict=lambda images: pytest.fail("unexpected inference"), image_size=56,
+                     description="idle", backend="cpu fp32", bits=32)
+
+
+def test_parameter_file_sets_every_parameter_to_its_default():
+    values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
+    assert list(values) == [p.name for p in PARAMETERS]
+    assert {p.name: values[p.name] for p in PARAMETERS} == {p.name: p.default for p in PARAMETERS}
+
+
+def test_the_node_reads_the_parameter_file_given_with_ros_args():
+    context = rclpy.context.Context()
+    rclpy.init(args=["reconstruct", "--ros-args", "--params-file", str(CONFIG), "-p", "window_size:=6",
+                     "-p", "image_topics:=['/x/image', '/y/image']"], context=context, domain_id=DOMAIN_ID)
+    try:
+        node = ReconstructNode(_idle, context=context)
+        try:
+            assert node.get_parameter("window_size").value == 6
+            assert node.get_parameter("image_topics").value == ["/x/image", "/y/image"]
+            assert node.get_parameter("conf_percentile").value == 50.0
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_launch_file_declares_the_arguments_and_starts_the_node_and_rviz():
+    tree = ast.parse(LAUNCH.read_text())
+    compile(tree, str(LAUNCH), "exec")
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    declared = {c.args[0].value for c in calls if c.func.id == "DeclareLaunchArgument"}
+    assert {"params_file", "checkpoint", "image_topics", "rviz"} <= declared
+    executables = {kw.value.value for c in calls if c.func.id == "Node" for kw in c.keywords if kw.arg == "executable"}
+    assert executables == {"reconstruct", "rviz2"}
+    strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert {"reconstruct.yaml", "vggt_quant_ros.rviz", NODE_NAME} <= strings
+
+
+def test_launch_file_runs_where_launch_ros_is_installed():
+    pytest.importorskip("launch_ros")
+    from launch import LaunchContext
+
+    spec = importlib.util.spec_from_file_location("reconstruct_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    context = LaunchContext()
+    for entity in description.entities:
+        if type(entity).__name__ == "DeclareLaunchArgument":
+            entity.visit(context)
+    context.launch_configurations["image_topics"] = "['/a/image', '/b/image']"
+    node = module._reconstruct(context)[0]
+    assert node.node_executable == "reconstruct"
+
+
+def test_rviz_view_shows_the_node_topics_in_map():
+    view = yaml.safe_load(RVIZ.read_text())["Visualization Manager"]
+    assert view["Global Options"]["Fixed Frame"] == "map"
+    topics = {d["Class"].split("/")[1]: d["Topic"]["Value"] for d in view["Displays"] if "Topic" in d}
+    assert topics == {"PointCloud2": "/vggt/points", "Path": "/vggt/path", "PoseArray": "/vggt/poses",
+                      "Odometry": "/vggt/odom", "Image": "/vggt/depth/cam0"}
+    graph = RosGraph()
+    try:
+        node = graph.add(ReconstructNode(_idle, context=graph.context))
+        published = {name for name, _ in graph.probe.get_publisher_names_and_types_by_node(node.get_name(), "/")}
+        assert set(topics.values()) <= published
+    finally:
+        graph.close()
+
+
+def test_readme_documents_every_parameter():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## ROS 2 node"):]
+    missing = [p.name for p in PARAMETERS if f"| `{p.name}` |" not in section]
+    assert missing == []
