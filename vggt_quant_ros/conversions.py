@@ -8,34 +8,24 @@ one-line reason for anything they cannot convert. Messages out: ``point_cloud``,
 arrays. Poses are (position [3], quaternion x, y, z, w [4]) pairs. No torch here.
 """
 
-import io
 from typing import Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Pose, PoseArray, PoseStamped, TransformStamped
 from nav_msgs.msg import Odometry, Path
-from PIL import Image as PILImage
-from PIL import UnidentifiedImageError
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
+
+from vggt_quant_core.data.image_messages import (SUPPORTED_ENCODINGS, ImageError, UnsupportedEncoding,  # noqa: F401
+                                                 compressed_to_rgb)
+from vggt_quant_core.data.image_messages import image_to_rgb as decode_image
 
 try:  # a full ROS install has it: it then converts encodings the table below does not know (bayer, 16UC3, ...)
     from cv_bridge import CvBridge
 except ImportError:  # the pip-wheel environment
     CvBridge = None
 
-
-class ImageError(ValueError):
-    """An input image that cannot be used; the message says why in one line."""
-
-
-# channels of the 8-bit encodings converted here; mono16/16UC1 and YUV 4:2:2 are handled apart
-_CHANNELS_8BIT = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}
-_MONO16 = ("mono16", "16UC1")
-# legacy names (sensor_msgs image_encodings.hpp): yuv422 = uyvy (U Y0 V Y1), yuv422_yuy2 = yuyv (Y0 U Y1 V)
-_YUV422 = {"uyvy": (1, 0, 2), "yuv422": (1, 0, 2), "yuyv": (0, 1, 3), "yuv422_yuy2": (0, 1, 3)}
-SUPPORTED_ENCODINGS = tuple(_CHANNELS_8BIT) + _MONO16 + tuple(_YUV422)
 
 Pose7 = Tuple[np.ndarray, np.ndarray]  # position [3], quaternion (x, y, z, w) [4]
 
@@ -48,94 +38,18 @@ def ns_to_stamp(ns: int) -> Time:
     return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
 
 
-def _pixel_rows(msg: Image, bytes_per_pixel: int) -> np.ndarray:
-    """The message's pixels as [height, width * bytes_per_pixel] uint8 (row padding dropped)."""
-    height, width, step = msg.height, msg.width, msg.step
-    if height == 0 or width == 0:
-        raise ImageError(f"empty image ({width}x{height})")
-    if step < width * bytes_per_pixel:
-        raise ImageError(f"step {step} is smaller than width {width} x {bytes_per_pixel} bytes per pixel "
-                         f"({msg.encoding})")
-    data = np.frombuffer(msg.data, np.uint8)
-    if data.size < step * height:
-        raise ImageError(f"data has {data.size} bytes, expected step x height = {step} x {height} = "
-                         f"{step * height}")
-    return data[:step * height].reshape(height, step)[:, :width * bytes_per_pixel]
-
-
-def normalize_to_uint8(gray: np.ndarray) -> np.ndarray:
-    """Stretch a 16-bit (or any) single-channel image's [min, max] to [0, 255] (as RViz's normalize does)."""
-    gray = gray.astype(np.float32)
-    low, high = float(gray.min()), float(gray.max())
-    scale = 255.0 / (high - low) if high > low else 0.0
-    return ((gray - low) * scale).round().astype(np.uint8)
-
-
-def yuv422_to_rgb(rows: np.ndarray, order: Tuple[int, int, int]) -> np.ndarray:
-    """[H, 2W] packed 4:2:2 bytes -> [H, W, 3] RGB, BT.601 video range (as OpenCV's YUV2RGB_UYVY/YUYV).
-
-    ``order`` gives the byte offsets of (Y0, U, V) within each 4-byte group; Y1 follows Y0 by 2.
-    """
-    groups = rows.reshape(rows.shape[0], -1, 4).astype(np.float32)
-    y0, u, v = (groups[..., i] for i in order)
-    y = np.stack([y0, groups[..., order[0] + 2]], axis=-1).reshape(rows.shape[0], -1)  # [H, W]
-    u, v = np.repeat(u - 128, 2, axis=1), np.repeat(v - 128, 2, axis=1)
-    y = 1.164 * np.maximum(y - 16, 0)
-    rgb = np.stack([y + 1.596 * v, y - 0.391 * u - 0.813 * v, y + 2.018 * u], axis=-1)
-    return np.clip(rgb, 0, 255).round().astype(np.uint8)
-
-
 def image_to_rgb(msg: Image) -> np.ndarray:
-    """``sensor_msgs/Image`` -> [H, W, 3] uint8 RGB.
-
-    8-bit colour and mono encodings are converted exactly (mono is repeated into three channels,
-    alpha is dropped); 16-bit mono is stretched to 8 bits per image; YUV 4:2:2 uses BT.601 video
-    range. Other encodings go through cv_bridge when it is installed.
-    """
-    encoding = msg.encoding
-    if encoding in _CHANNELS_8BIT:
-        channels = _CHANNELS_8BIT[encoding]
-        pixels = _pixel_rows(msg, channels).reshape(msg.height, msg.width, channels)
-        if channels == 1:
-            return np.repeat(pixels, 3, axis=2)
-        if encoding.startswith("bgr"):
-            return np.ascontiguousarray(pixels[..., 2::-1])
-        return np.ascontiguousarray(pixels[..., :3])
-    if encoding in _MONO16:
-        dtype = np.dtype(">u2" if msg.is_bigendian else "<u2")
-        gray = _pixel_rows(msg, 2).copy().view(dtype)
-        return np.repeat(normalize_to_uint8(gray)[..., None], 3, axis=2)
-    if encoding in _YUV422:
-        if msg.width % 2:
-            raise ImageError(f"{encoding} needs an even width, got {msg.width}")
-        return yuv422_to_rgb(_pixel_rows(msg, 2), _YUV422[encoding])
-    if CvBridge is not None:
+    """``sensor_msgs/Image`` -> [H, W, 3] uint8 RGB (see ``vggt_quant_core.data.image_messages``); encodings
+    the numpy decoder does not know go through cv_bridge when it is installed."""
+    try:
+        return decode_image(msg)
+    except UnsupportedEncoding as unsupported:
+        if CvBridge is None:
+            raise ImageError(f"{unsupported} (install cv_bridge for more)") from unsupported
         try:
             return np.asarray(CvBridge().imgmsg_to_cv2(msg, desired_encoding="rgb8"))
         except Exception as exc:  # cv_bridge raises its own CvBridgeError and cv2.error
-            raise ImageError(f"unsupported encoding {encoding!r} (cv_bridge: {exc})") from exc
-    raise ImageError(f"unsupported encoding {encoding!r}; supported: {', '.join(SUPPORTED_ENCODINGS)} "
-                     "(install cv_bridge for more)")
-
-
-def compressed_to_rgb(msg) -> np.ndarray:
-    """``sensor_msgs/CompressedImage`` (JPEG or PNG, as image_transport's ``compressed``) -> [H, W, 3] uint8.
-
-    ``format`` is ``"<encoding>; jpeg compressed <bgr8|rgb8>"``, ``png`` or empty; the codec is read
-    from the data itself. ``compressedDepth`` (depth images) is rejected: it is not camera input.
-    """
-    if "compresseddepth" in msg.format.lower():
-        raise ImageError(f"format {msg.format!r} is a compressed depth image, not a camera image")
-    if len(msg.data) == 0:
-        raise ImageError("empty compressed image (0 bytes)")
-    try:
-        image = PILImage.open(io.BytesIO(bytes(msg.data)))
-        image.load()
-    except (OSError, UnidentifiedImageError) as exc:
-        raise ImageError(f"cannot decode compressed image (format {msg.format!r}): {exc}") from exc
-    if image.mode in ("I;16", "I;16B", "I"):
-        return np.repeat(normalize_to_uint8(np.asarray(image))[..., None], 3, axis=2)
-    return np.asarray(image.convert("RGB"))
+            raise ImageError(f"unsupported encoding {msg.encoding!r} (cv_bridge: {exc})") from exc
 
 
 def header(frame_id: str, stamp_ns: int) -> Header:

@@ -23,14 +23,11 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from .image_messages import IMAGE_TYPE, image_to_rgb
 from .scenes import SceneSequence
-
-IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 # Channel order of the encodings we read, as indices into RGB(A).
-_ENCODINGS = {"rgb8": (3, [0, 1, 2]), "bgr8": (3, [2, 1, 0]), "rgba8": (4, [0, 1, 2]), "bgra8": (4, [2, 1, 0]),
-              "mono8": (1, [0, 0, 0])}
 
 
 def image_topic(camera: str) -> str:
@@ -121,15 +118,6 @@ class BagCamera:
     images: np.ndarray                  # [N, H, W, 3] uint8 RGB
     stamps_ns: np.ndarray               # [N] int64 header stamps
     intrinsics: Optional[np.ndarray]    # [N, 3, 3] float64 from CameraInfo ``K`` at the same stamps, or None
-
-
-def image_to_rgb(msg) -> np.ndarray:
-    """A deserialised ``sensor_msgs/msg/Image`` (8-bit RGB/BGR(A)/mono, any row padding) -> [H, W, 3] uint8."""
-    if msg.encoding not in _ENCODINGS:
-        raise ValueError(f"unsupported image encoding {msg.encoding!r} (supported: {', '.join(_ENCODINGS)})")
-    channels, order = _ENCODINGS[msg.encoding]
-    rows = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
-    return np.ascontiguousarray(rows[:, :msg.width * channels].reshape(msg.height, msg.width, channels)[..., order])
 
 
 def read_bag(path: os.PathLike) -> Dict[str, BagCamera]:

@@ -5,7 +5,8 @@ import pytest
 from rosbags.highlevel import AnyReader
 
 from vggt_quant_core.data import generate_sequence
-from vggt_quant_core.data.bags import image_to_rgb, read_bag, write_bag
+from vggt_quant_core.data.bags import read_bag, write_bag
+from vggt_quant_core.data.image_messages import image_to_rgb
 
 
 @pytest.fixture(scope="module")
@@ -58,19 +59,20 @@ def test_bag_without_camera_info_and_rewrite_replaces(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no scratch directories left behind
 
 
-def test_image_to_rgb_handles_bgr_mono_and_row_padding():
+def test_shared_decoder_handles_bgr_mono_and_row_padding_of_bag_messages():
     class Msg:
         pass
 
     rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
     msg = Msg()
     msg.height, msg.width, msg.step, msg.encoding = 2, 3, 12, "bgr8"  # 3 padding bytes per row
-    msg.data = np.concatenate([np.concatenate([rgb[r, :, ::-1].reshape(-1), [255] * 3]) for r in range(2)])
+    msg.data = np.concatenate([np.concatenate([rgb[r, :, ::-1].reshape(-1), [255] * 3])
+                               for r in range(2)]).astype(np.uint8)
     assert np.array_equal(image_to_rgb(msg), rgb)
     msg.encoding, msg.step, msg.data = "mono8", 3, np.array([1, 2, 3, 4, 5, 6], dtype=np.uint8)
     assert image_to_rgb(msg)[1, 2].tolist() == [6, 6, 6]
-    msg.encoding = "16UC1"
-    with pytest.raises(ValueError, match="unsupported image encoding '16UC1'"):
+    msg.encoding = "bayer_rggb8"
+    with pytest.raises(ValueError, match="unsupported encoding 'bayer_rggb8'"):
         image_to_rgb(msg)
 
 
