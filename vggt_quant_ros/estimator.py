@@ -1,7 +1,7 @@
 """The model behind the node: one loading function, and the small interface the node calls.
 
-``load_estimator`` is the single place where the node gets a model (a later issue adds quantized
-checkpoints here). The node only needs an ``Estimator``: a callable from [S, 3, H, W] images in
+``load_estimator`` is the single place where the node gets a model: presets, float checkpoints and
+quantized checkpoints (recognised by their header). The node only needs an ``Estimator``: a callable from [S, 3, H, W] images in
 [0, 1] to VGGT's prediction dict, plus what diagnostics report. Tests substitute doubles.
 """
 
@@ -37,5 +37,7 @@ def load_estimator(checkpoint: str = "", preset: str = "", device: str = "auto",
     autocast = resolve_precision(precision, model, torch_device)
     stored = storage_dtype(model)
     name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
+    quantized = getattr(model, "quant_config", None)  # set on models loaded from a quantized checkpoint
     return Estimator(predict=functools.partial(run_vggt, model, precision=precision), image_size=image_size,
-                     description=description, backend=f"{torch_device} {name}", bits=stored.itemsize * 8)
+                     description=description, backend=f"{torch_device} {name}",
+                     bits=quantized.w_bits if quantized is not None else stored.itemsize * 8)

@@ -27,7 +27,7 @@ class SequenceSource(Protocol):
 
     def __len__(self) -> int: ...
 
-    def frame(self, index: int) -> ImageSource: ...
+    def frames(self, start: int, stop: int) -> List[ImageSource]: ...
 
 
 class FolderSequence:
@@ -42,8 +42,8 @@ class FolderSequence:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def frame(self, index: int) -> ImageSource:
-        return self.paths[index]
+    def frames(self, start: int, stop: int) -> List[ImageSource]:
+        return self.paths[start:stop]
 
 
 class InMemorySequence:
@@ -55,8 +55,8 @@ class InMemorySequence:
     def __len__(self) -> int:
         return self._length
 
-    def frame(self, index: int) -> ImageSource:
-        return self._loader(index)
+    def frames(self, start: int, stop: int) -> List[ImageSource]:
+        return [self._loader(i) for i in range(start, stop)]
 
 
 def folder_sources(roots: Sequence[Path]) -> List[FolderSequence]:
@@ -132,7 +132,7 @@ class SamplePool:
         """Window ``index`` as [S, 3, H, W] in [0, 1], preprocessed as the model expects."""
         sample = self.samples[index]
         source = self.sources[sample.source]
-        frames = [source.frame(i) for i in range(sample.start, sample.start + sample.frames)]
+        frames = source.frames(sample.start, sample.start + sample.frames)
         return load_and_preprocess_images(frames, mode=self.mode, target_size=self.image_size)
 
     def subset(self, indices: Sequence[int]) -> "SamplePool":

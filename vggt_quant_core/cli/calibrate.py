@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..calib import METHODS, STRATEGIES, CalibrationSettings, SamplePool, folder_sources
 from ..calib.calibrate import calibrate_to_checkpoint
+from ..fileio import write_text_atomic
 from ..inference import resolve_device
 from ..quant import parse_bits
 from .bench import load_model_spec
@@ -57,19 +58,45 @@ def add_parser(commands) -> None:
     parser.set_defaults(run=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def summary_text(report: dict, out: Path) -> str:
+    """A short human-readable account of a calibration run."""
+    settings, selection = report["settings"], report["selection"]
+    lines = [f"calibrated {out}: {settings['method']} w{settings['w_bits']}a{settings['a_bits']}",
+             f"  samples: {len(report['samples'])} of a pool of {report['pool_size']} windows "
+             f"({selection['strategy']}, seed {settings['seed']})"]
+    if "noise_filter" in selection:
+        lines.append(f"  noise filter dropped {len(selection['noise_filter']['dropped'])} windows")
+    if "clusters" in selection:
+        lines.append(f"  clusters: sizes {selection['clusters']['sizes']}, picked {selection['clusters']['picked']}")
+    blocks = report.get("engine", {}).get("blocks", [])
+    if blocks:
+        before, after = sum(b["before"] for b in blocks), sum(b["after"] for b in blocks)
+        lines.append(f"  block reconstruction loss: {before:.4g} -> {after:.4g} (sum over {len(blocks)} blocks; "
+                     f"{sum(b['after'] < b['before'] for b in blocks)} blocks improved)")
+        lines.append(f"  peak memory {report['engine']['peak_memory_bytes'] / 1e9:.2f} GB")
+    size = report["size"]
+    lines.append(f"  quantized layers {size['quantized_layers_bytes'] / 1e6:.1f} MB (fp16 "
+                 f"{size['quantized_layers_fp16_bytes'] / 1e6:.1f} MB), file {size['file_bytes'] / 1e6:.1f} MB")
+    lines.append(f"  time {report['seconds']:.0f} s; report {report['report_file']}")
+    if "fisher_file" in report:
+        lines.append(f"  Fisher (reusable with --fisher): {report['fisher_file']}")
+    return "\n".join(lines)
+
+
+def run_with_sources(args: argparse.Namespace, sources, provenance: dict) -> int:
+    """Shared by ``vggt-quant calibrate`` (folders) and the ROS ``calibrate`` node (bags)."""
     settings = settings_from(args)
     device = resolve_device(args.device)
     model, width, description = load_model_spec(args.model, device)
-    pool = SamplePool.from_sources(folder_sources(args.pool), args.window, args.stride, args.pool_size, args.seed,
-                                   image_size=width)
+    pool = SamplePool.from_sources(sources, args.window, args.stride, args.pool_size, args.seed, image_size=width)
     report = calibrate_to_checkpoint(model, pool, settings, args.out, args.work_dir, args.fisher,
                                      include_base=not args.no_base,
-                                     provenance={"base_model": description, "pool": [str(p) for p in args.pool]})
-    blocks = report.get("engine", {}).get("blocks", [])
-    improved = sum(b["after"] < b["before"] for b in blocks)
-    print(f"wrote {args.out} ({settings.method} {args.bits}, {len(report['samples'])} samples, "
-          f"{report['seconds']:.0f} s)\n  report: {report['report_file']}"
-          + (f"\n  blocks with lower loss after calibration: {improved}/{len(blocks)}" if blocks else "")
-          + (f"\n  Fisher (reusable with --fisher): {report['fisher_file']}" if "fisher_file" in report else ""))
+                                     provenance={"base_model": description, **provenance})
+    text = summary_text(report, args.out)
+    write_text_atomic(args.out.with_name(args.out.stem + ".summary.txt"), text + "\n")
+    print(text)
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_with_sources(args, folder_sources(args.pool), {"pool": [str(p) for p in args.pool]})

@@ -11,23 +11,26 @@ with ``<cam>`` = ``cam0`` (and ``cam1``, the right camera of a stereo rig). Mess
 Storage is ``mcap`` (default) or ``sqlite3`` (``.db3``), bag format version 9, types of ROS 2 Kilted.
 """
 
+import io
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from PIL import Image as PILImage
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
-from .image_messages import IMAGE_TYPE, image_to_rgb
+from .image_messages import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, ImageError, compressed_to_rgb, image_to_rgb
 from .scenes import SceneSequence
+
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
-# Channel order of the encodings we read, as indices into RGB(A).
+COMPRESSIONS = ("jpeg", "png")
 
 
 def image_topic(camera: str) -> str:
@@ -59,11 +62,19 @@ def _replace_directory(source: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
-def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap", camera_info: bool = True) -> Path:
+def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap", camera_info: bool = True,
+              compression: Optional[str] = None) -> Path:
     """Write every camera of ``sequence`` to the rosbag2 directory ``path`` (replaced atomically if it
-    exists: the new bag is complete before the old one goes). Returns ``path``."""
+    exists: the new bag is complete before the old one goes). Returns ``path``.
+
+    ``compression`` (``jpeg`` or ``png``) writes ``sensor_msgs/msg/CompressedImage`` on
+    ``/<cam>/image_raw/compressed`` (image_transport's naming) instead of raw images.
+    """
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {sorted(STORAGES)}, got {storage!r}")
+    if compression is not None and compression not in COMPRESSIONS:
+        raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
+    image_type = IMAGE_TYPE if compression is None else COMPRESSED_IMAGE_TYPE
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     store = _typestore()
@@ -75,7 +86,8 @@ def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap",
             connections = {}
             for camera in sequence.cameras:
                 connections[camera.name] = (
-                    writer.add_connection(image_topic(camera.name), IMAGE_TYPE, typestore=store),
+                    writer.add_connection(image_topic(camera.name) + ("/compressed" if compression else ""),
+                                          image_type, typestore=store),
                     writer.add_connection(camera_info_topic(camera.name), CAMERA_INFO_TYPE, typestore=store)
                     if camera_info else None)
             for frame, stamp in enumerate(sequence.timestamps_ns.tolist()):
@@ -84,11 +96,15 @@ def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap",
                         stamp=types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9),
                         frame_id=optical_frame(camera.name))
                     height, width = camera.images.shape[1:3]
-                    image = types[IMAGE_TYPE](header=header, height=height, width=width, encoding="rgb8",
-                                              is_bigendian=0, step=width * 3,
-                                              data=np.ascontiguousarray(camera.images[frame]).reshape(-1))
+                    if compression is None:
+                        image = types[IMAGE_TYPE](header=header, height=height, width=width, encoding="rgb8",
+                                                  is_bigendian=0, step=width * 3,
+                                                  data=np.ascontiguousarray(camera.images[frame]).reshape(-1))
+                    else:
+                        image = types[COMPRESSED_IMAGE_TYPE](header=header, format=f"rgb8; {compression} compressed "
+                                                             "rgb8", data=_encode(camera.images[frame], compression))
                     image_connection, info_connection = connections[camera.name]
-                    writer.write(image_connection, stamp, store.serialize_cdr(image, IMAGE_TYPE))
+                    writer.write(image_connection, stamp, store.serialize_cdr(image, image_type))
                     if info_connection is not None:
                         info = _camera_info(types, header, camera.intrinsics[frame].astype(np.float64),
                                             width, height, sequence.baseline * index)
@@ -97,6 +113,12 @@ def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap",
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return path
+
+
+def _encode(rgb: np.ndarray, compression: str) -> np.ndarray:
+    buffer = io.BytesIO()
+    PILImage.fromarray(rgb).save(buffer, format="JPEG" if compression == "jpeg" else "PNG", quality=95)
+    return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
 
 
 def _camera_info(types, header, intrinsic: np.ndarray, width: int, height: int, baseline: float):
@@ -157,3 +179,121 @@ def read_bag(path: os.PathLike) -> Dict[str, BagCamera]:
 
 def _stamp(msg) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+
+
+# ---- lazy access for calibration pools ------------------------------------------------------------------
+
+def _open_error(path: Path, exc: Exception) -> ValueError:
+    return ValueError(f"{path}: cannot read as a bag ({type(exc).__name__}: {exc})")
+
+
+def _decode(msgtype: str, msg) -> np.ndarray:
+    return image_to_rgb(msg) if msgtype == IMAGE_TYPE else compressed_to_rgb(msg)
+
+
+@dataclass
+class ImageStream:
+    """One image topic of one bag: message (log) times in order, nothing decoded."""
+
+    bag: Path
+    topic: str
+    msgtype: str
+    times_ns: np.ndarray  # [N] int64, sorted
+
+
+def image_streams(path: os.PathLike) -> Dict[str, ImageStream]:
+    """Every ``Image``/``CompressedImage`` topic of a bag (rosbag2 directory, ``.mcap``/``.db3`` file or ROS 1
+    ``.bag``), keyed by topic. Reads message times only; the first message of each topic is decoded so
+    that an unsupported encoding is reported now, not in the middle of a calibration."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such bag")
+    try:
+        with AnyReader([path], default_typestore=_typestore()) as reader:
+            connections = [c for c in reader.connections if c.msgtype in (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)]
+            times: Dict[str, List[int]] = {c.topic: [] for c in connections}
+            checked = set()
+            # (an empty connection list would mean "all topics" to rosbags)
+            for connection, stamp, raw in reader.messages(connections=connections) if connections else ():
+                times[connection.topic].append(stamp)
+                if connection.topic not in checked:
+                    checked.add(connection.topic)
+                    try:
+                        _decode(connection.msgtype, reader.deserialize(raw, connection.msgtype))
+                    except ImageError as exc:
+                        raise ValueError(f"{path}: topic {connection.topic}: {exc}") from exc
+            kinds = {c.topic: c.msgtype for c in connections}
+            message_count = reader.message_count
+    except ValueError:
+        raise
+    except Exception as exc:  # rosbags raises its own error classes for unreadable, truncated or foreign files
+        raise _open_error(path, exc) from exc
+    if message_count == 0:
+        raise ValueError(f"{path}: the bag is empty")
+    return {topic: ImageStream(path, topic, kinds[topic], np.sort(np.asarray(stamps, dtype=np.int64)))
+            for topic, stamps in times.items() if stamps}
+
+
+class BagFrames:
+    """A calibration source: consecutive frames of one image topic of one bag, decoded on demand.
+
+    Implements the ``calib.pool.SequenceSource`` protocol (name, len, frames)."""
+
+    def __init__(self, stream: ImageStream, first: int, last: int, name: str) -> None:
+        self.stream, self.name = stream, name
+        self.times_ns = stream.times_ns[first:last + 1]
+
+    def __len__(self) -> int:
+        return len(self.times_ns)
+
+    def frames(self, start: int, stop: int) -> List[np.ndarray]:
+        """Frames ``start``..``stop - 1`` as H x W x 3 uint8 RGB (one seek into the bag)."""
+        stream = self.stream
+        try:
+            with AnyReader([stream.bag], default_typestore=_typestore()) as reader:
+                connections = [c for c in reader.connections if c.topic == stream.topic]
+                wanted = set(self.times_ns[start:stop].tolist())
+                images = [(stamp, _decode(c.msgtype, reader.deserialize(raw, c.msgtype)))
+                          for c, stamp, raw in reader.messages(connections=connections,
+                                                               start=int(self.times_ns[start]),
+                                                               stop=int(self.times_ns[stop - 1]) + 1)
+                          if stamp in wanted]
+        except ImageError as exc:
+            raise ValueError(f"{stream.bag}: topic {stream.topic}: {exc}") from exc
+        except Exception as exc:
+            raise _open_error(stream.bag, exc) from exc
+        images.sort(key=lambda item: item[0])
+        return [image for _, image in images[:stop - start]]
+
+
+def split_at_gaps(times_ns: np.ndarray, max_gap_ns: int) -> List[Tuple[int, int]]:
+    """(first, last) index ranges of ``times_ns`` with no step above ``max_gap_ns``."""
+    breaks = np.flatnonzero(np.diff(times_ns) > max_gap_ns)
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks, [len(times_ns) - 1]])
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def bag_sources(paths: Sequence[os.PathLike], topics: Optional[Sequence[str]] = None, max_gap_s: float = 1.0
+                ) -> Tuple[List[BagFrames], Dict[str, Dict[str, int]]]:
+    """Calibration sources from bags: one per (bag, image topic, stretch without a gap above ``max_gap_s``),
+    so windows never cross a gap or a bag boundary. ``topics`` default to every image topic.
+
+    Returns the sources and, per bag, the frame count of every image topic found (for the log)."""
+    if not paths:
+        raise ValueError("no bag given")
+    streams = {Path(path): image_streams(path) for path in paths}
+    found = {str(path): {topic: len(s.times_ns) for topic, s in by_topic.items()} for path, by_topic in streams.items()}
+    for path, by_topic in streams.items():
+        if not by_topic:
+            raise ValueError(f"{path}: no sensor_msgs/Image or CompressedImage topics")
+    available = sorted({topic for by_topic in streams.values() for topic in by_topic})
+    missing = [t for t in (topics or []) if t not in available]
+    if missing:
+        raise ValueError(f"no topic {', '.join(missing)} in the bags; image topics found: {', '.join(available)}")
+    sources = []
+    for path, by_topic in streams.items():
+        for topic in (t for t in (topics or by_topic) if t in by_topic):
+            for part, (first, last) in enumerate(split_at_gaps(by_topic[topic].times_ns, int(max_gap_s * 1e9))):
+                sources.append(BagFrames(by_topic[topic], first, last, f"{path.name}{topic}#{part}"))
+    return sources, found

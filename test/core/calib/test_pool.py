@@ -15,7 +15,7 @@ def test_windows_and_ids(rendered_sources):
     assert pool.ids[:3] == ["scene0:0-3", "scene0:2-5", "scene0:4-7"]
     window = pool.load(1)
     assert window.shape == (4, 3, 42, 56) and window.dtype == torch.float32
-    expected = torch.from_numpy(rendered_sources[0].frame(2)).permute(2, 0, 1).float() / 255
+    expected = torch.from_numpy(rendered_sources[0].frames(2, 3)[0]).permute(2, 0, 1).float() / 255
     assert torch.equal(window[0], expected)  # frames 2..5 of scene0, already at the model size
 
 

@@ -30,7 +30,8 @@ def test_calibrate_writes_checkpoint_report_and_reusable_fisher(pool_dir, tmp_pa
             "--epochs", "1", "--fisher-samples", "1", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "blocks with lower loss after calibration" in printed
+    assert "block reconstruction loss" in printed and "blocks improved" in printed
+    assert out.with_name("q.summary.txt").read_text().strip() == printed.strip()
     report = json.loads(out.with_name("q.report.json").read_text())
     assert len(report["samples"]) == 3 and report["selection"]["strategy"] == "nfds"
     assert len(report["engine"]["blocks"]) == 12 and report["engine"]["peak_memory_bytes"] > 0
