@@ -1,8 +1,9 @@
 """The model behind the node: one loading function, and the small interface the node calls.
 
 ``load_estimator`` is the single place where the node gets a model: presets, float checkpoints and
-quantized checkpoints (recognised by their header). The node only needs an ``Estimator``: a callable from [S, 3, H, W] images in
-[0, 1] to VGGT's prediction dict, plus what diagnostics report. Tests substitute doubles.
+quantized checkpoints (recognised by their header). The node only needs an ``Estimator``: a callable
+from [S, 3, H, W] images in [0, 1] to VGGT's prediction dict, plus what diagnostics report. Tests
+substitute doubles.
 """
 
 import functools

@@ -93,8 +93,9 @@ def test_ros1_bags_are_read(tmp_path):
         for i, image in enumerate(images):
             stamp = types["builtin_interfaces/msg/Time"](sec=100 + i, nanosec=0)
             header = types["std_msgs/msg/Header"](seq=i, stamp=stamp, frame_id="camera")
-            msg = types["sensor_msgs/msg/Image"](header=header, height=HEIGHT, width=WIDTH, encoding="rgb8",
-                                                is_bigendian=0, step=3 * WIDTH, data=image.reshape(-1))
+            msg = types["sensor_msgs/msg/Image"](
+                header=header, height=HEIGHT, width=WIDTH, encoding="rgb8", is_bigendian=0, step=3 * WIDTH,
+                data=image.reshape(-1))
             writer.write(connection, (100 + i) * 10**9, store.serialize_ros1(msg, "sensor_msgs/msg/Image"))
     sources, found = bag_sources([path])
     assert found[str(path)] == {"/camera/rgb": 3}
@@ -108,8 +109,9 @@ def _bayer_bag(path):
         connection = writer.add_connection("/cam/bayer", "sensor_msgs/msg/Image", typestore=store)
         header = types["std_msgs/msg/Header"](stamp=types["builtin_interfaces/msg/Time"](sec=1, nanosec=0),
                                               frame_id="cam")
-        msg = types["sensor_msgs/msg/Image"](header=header, height=4, width=4, encoding="bayer_rggb8",
-                                            is_bigendian=0, step=4, data=np.zeros(16, dtype=np.uint8))
+        msg = types["sensor_msgs/msg/Image"](
+            header=header, height=4, width=4, encoding="bayer_rggb8", is_bigendian=0, step=4,
+            data=np.zeros(16, dtype=np.uint8))
         writer.write(connection, 10**9, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
     return path
 
