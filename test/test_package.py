@@ -58,6 +58,7 @@ def test_colcon_build_installs_the_ament_package(tmp_path):
     assert (install / "share" / PACKAGE / "package.xml").exists()
     assert (install / "lib" / PACKAGE / "vggt-quant").exists()  # where `ros2 run` looks
     assert (install / "lib" / PACKAGE / "reconstruct").exists()
+    assert (install / "lib" / PACKAGE / "calibrate").exists()
     share = install / "share" / PACKAGE
     assert [(share / f).exists() for f in ("launch/reconstruct.launch.py", "config/reconstruct.yaml",
                                            "rviz/vggt_quant_ros.rviz")] == [True] * 3
