@@ -60,6 +60,7 @@ class QuantLinear(nn.Module):
         self.act_quantizer = ActQuantizer(a_spec, a_dynamic, learnable_clip) if a_spec else None
         self.quantization_enabled = True
         self._kernel: Optional[_PreparedKernel] = None
+        self._active_backend: Optional[str] = None
         self.backend = os.environ.get(BACKEND_ENV, AUTO)
         self.fused_norm: Optional[str] = None  # LayerNorm that absorbed a leading smoothing scale
         for name in ("qweight", "w_scale", "w_zero"):
@@ -166,9 +167,7 @@ class QuantLinear(nn.Module):
     @property
     def active_backend(self) -> Optional[str]:
         """The backend the last forward ran (None before the first one)."""
-        if self._kernel is None:
-            return None
-        return REFERENCE if self._kernel.backend is None else self._kernel.backend.name
+        return self._active_backend
 
     def kernel_spec(self) -> LinearSpec:
         """This layer's formats as the backends see them (activations in float when quantization is off)."""
@@ -218,11 +217,13 @@ class QuantLinear(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._backend == REFERENCE or not self.frozen or self._needs_autograd(x):
+        kernel = None
+        if self._backend != REFERENCE and self.frozen and not self._needs_autograd(x):
+            kernel = self._prepared(x)
+        if kernel is None or kernel.backend is None:
+            self._active_backend = REFERENCE
             return self._reference_forward(x)
-        kernel = self._prepared(x)
-        if kernel.backend is None:
-            return self._reference_forward(x)
+        self._active_backend = kernel.backend.name
         out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         return kernel.backend.forward(kernel.state, self.transform(x), out_dtype)
 
