@@ -245,4 +245,3 @@ class QuantLinear(nn.Module):
             f"{self.backend} ({self.active_backend})"
         return (f"in={self.in_features}, out={self.out_features}, w{bits(self.w_spec)}a{bits(self.a_spec)}, "
                 f"transform={steps}, {state}, backend={backend}")
-
