@@ -1,10 +1,10 @@
 """Low-level kernels (Hadamard transforms, int4 packing, quantized-Linear backends). Knows nothing of VGGT.
 
-Importing this package registers the backends of ``int_mm`` (CPU and CUDA ``torch._int_mm``); optional
-ones (Triton, CUTLASS) register too but import their heavy dependencies only when asked to run.
+Importing this package registers the backends of ``int_mm`` (CPU and CUDA ``torch._int_mm``) and
+``triton_int`` (CUDA; Triton is imported only when one of its kernels is first needed).
 """
 
-from . import int_mm  # noqa: F401  (registers the torch._int_mm backends)
+from . import int_mm, triton_int  # noqa: F401  (register the backends; Triton itself is imported lazily)
 from .hadamard import hadamard_matrix, hadamard_transform, is_hadamard_order, random_orthogonal
 from .packing import pack_int4, unpack_int4
 
