@@ -164,8 +164,10 @@ def hadamard_transform(x: torch.Tensor, backend: Optional[str] = None) -> torch.
 
     ``backend`` forces one implementation; by default the first supporting one of ``DEFAULT_ORDER``.
     """
-    names = [backend] if backend else [name for name in DEFAULT_ORDER
-                                        if name != "fht-cpu" or x.shape[-1] >= FHT_CPU_MIN_ORDER]
+    if backend:
+        names = [backend]
+    else:
+        names = [name for name in DEFAULT_ORDER if name != "fht-cpu" or x.shape[-1] >= FHT_CPU_MIN_ORDER]
     for name in names:
         supports, function = BACKENDS[name]
         if supports(x):
