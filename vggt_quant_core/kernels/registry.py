@@ -122,9 +122,10 @@ def device_capability(device: torch.device) -> Capability:
     return torch.cuda.get_device_capability(device) if device.type == "cuda" else None
 
 
-def select_backend(spec: LinearSpec, device: torch.device) -> Optional[LinearBackend]:
-    """The best backend that supports ``spec`` on ``device``, or None (use the fake-quant reference)."""
-    capability = device_capability(device)
+def select_backend(spec: LinearSpec, device: torch.device, capability: Capability = None) -> Optional[LinearBackend]:
+    """The best backend that supports ``spec`` on ``device`` (of ``capability``, by default the device's),
+    or None (use the fake-quant reference)."""
+    capability = capability or device_capability(device)
     rejected = []
     chosen = None
     for backend in backends():
