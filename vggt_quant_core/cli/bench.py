@@ -70,6 +70,7 @@ def add_speed_parser(kinds) -> None:
                        help="comma-separated QuantLinear backends to time each config with (auto, reference, "
                             "or a registered name)")
     speed.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median reported)")
+    speed.add_argument("--threads", type=int, help="torch threads (default: torch's, here the core count)")
     speed.add_argument("--parts", default="linears,model", help="which parts: linears, model, checkpoint")
     speed.add_argument("--no-compile", action="store_true", help="eager element-wise passes (no torch.compile)")
     speed.add_argument("--default-allocator", action="store_true",
@@ -96,6 +97,8 @@ def run_speed_command(args: argparse.Namespace) -> int:
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
     if args.no_compile:
         set_compile(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     malloc_tuned = False if args.default_allocator else tune_glibc_malloc()
     report = {"benchmark": "speed", "environment": speed_bench.environment(), "malloc_tuned": malloc_tuned,
               "compile": not args.no_compile, "backends": backends}

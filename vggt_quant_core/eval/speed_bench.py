@@ -49,8 +49,10 @@ def linear_shapes(config: VGGTConfig) -> Dict[str, Tuple[int, int, int]]:
             "mlp.fc2": (hidden, dim, count)}
 
 
-def interleaved_medians(variants: Dict[str, Callable[[], object]], repeats: int) -> Dict[str, float]:
-    """Median seconds per variant over ``repeats`` interleaved rounds (after one warm-up call each)."""
+def interleaved_times(variants: Dict[str, Callable[[], object]], repeats: int
+                      ) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Median and minimum seconds per variant over ``repeats`` interleaved rounds (after one warm-up call
+    each). On a machine shared with other processes the minimum is the least disturbed figure."""
     for name, run in variants.items():
         log.info("  warm-up %s", name)
         run()
@@ -60,7 +62,8 @@ def interleaved_medians(variants: Dict[str, Callable[[], object]], repeats: int)
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+    return ({name: statistics.median(values) for name, values in times.items()},
+            {name: min(values) for name, values in times.items()})
 
 
 def quant_label(method: str, bits: Tuple[int, int], backend: str) -> str:
@@ -124,12 +127,13 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
                 layers[label] = layer
                 variants[label] = lambda layer=layer: layer(x)
         with torch.inference_mode():
-            medians = interleaved_medians(variants, repeats)
+            medians, minima = interleaved_times(variants, repeats)
         for label, layer in layers.items():
             sizes[label] = _tensor_bytes(layer.state_dict().values())
             sizes[label + " runtime extra"] = prepared_extra_bytes(layer)
         per_shape[kind] = {"M": rows, "K": k, "N": n, "count": count,
                            "ms": {name: round(t * 1e3, 2) for name, t in medians.items()},
+                           "min_ms": {name: round(t * 1e3, 2) for name, t in minima.items()},
                            "speedup_vs_fp32": {name: round(medians["fp32"] / t, 2) for name, t in medians.items()},
                            "backends": {label: layer.active_backend for label, layer in layers.items()}}
         for name, t in medians.items():
@@ -200,9 +204,10 @@ def bench_model(model: VGGT, description: str, frames: int, size: int, quant_con
                 variants["bf16 autocast"] = _under_autocast(entry(net), torch.bfloat16)
         log.info("model part: %s", part)
         with torch.inference_mode():
-            medians = interleaved_medians(variants, repeats)
+            medians, minima = interleaved_times(variants, repeats)
             peaks = {name: peak_rss_delta(run) for name, run in variants.items()}
         results[part] = {"seconds": {n: round(t, 4) for n, t in medians.items()},
+                         "min_seconds": {n: round(t, 4) for n, t in minima.items()},
                          "speedup_vs_fp32": {n: round(medians["fp32"] / t, 2) for n, t in medians.items()},
                          "peak_rss_bytes_above_start": peaks}
     weights = {"fp32": _tensor_bytes(model.state_dict().values())}
