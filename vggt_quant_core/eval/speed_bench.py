@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels.elementwise import fused_quantize_per_token
-from ..kernels.int_mm import IntGemmState
 from ..model import VGGT, VGGTConfig
 from ..quant import QuantConfig, QuantLinear, quantize, quantized_layers, size_report
 from ..quant.api import build_transform
@@ -89,15 +88,6 @@ def _tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
 
 
-def prepared_extra_bytes(layer: QuantLinear) -> int:
-    """Bytes a backend holds beyond the canonical buffers (e.g. int4 weights unpacked to int8)."""
-    state = layer._kernel.state if layer._kernel is not None else None
-    if isinstance(state, IntGemmState) and state.weight_t.untyped_storage().data_ptr() != \
-            layer.qweight.untyped_storage().data_ptr():
-        return _tensor_bytes([state.weight_t])
-    return 0
-
-
 def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quant_configs, backends: Sequence[str],
                   repeats: int) -> dict:
     tokens = tokens_per_frame(config, height, width)
@@ -130,7 +120,7 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
             medians, minima = interleaved_times(variants, repeats)
         for label, layer in layers.items():
             sizes[label] = _tensor_bytes(layer.state_dict().values())
-            sizes[label + " runtime extra"] = prepared_extra_bytes(layer)
+            sizes[label + " runtime extra"] = layer.backend_extra_bytes()
         per_shape[kind] = {"M": rows, "K": k, "N": n, "count": count,
                            "ms": {name: round(t * 1e3, 2) for name, t in medians.items()},
                            "min_ms": {name: round(t * 1e3, 2) for name, t in minima.items()},

@@ -187,6 +187,16 @@ class QuantLinear(nn.Module):
                                 device=self.qweight.device)
         return QuantizedWeights(self.qweight, self.w_scale, self.w_zero, self.bias, ratio)
 
+    def backend_extra_bytes(self) -> int:
+        """Bytes the prepared backend state holds beyond the canonical buffers (e.g. int4 weights that a
+        backend unpacked to int8); 0 before the first forward and for the reference."""
+        if self._kernel is None or self._kernel.state is None:
+            return 0
+        own = {t.untyped_storage().data_ptr() for t in self.buffers()} | {
+            p.untyped_storage().data_ptr() for p in self.parameters()}
+        extra = [t for t in vars(self._kernel.state).values() if isinstance(t, torch.Tensor)]
+        return sum(t.untyped_storage().nbytes() for t in extra if t.untyped_storage().data_ptr() not in own)
+
     def _needs_autograd(self, x: torch.Tensor) -> bool:
         return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
 

@@ -43,7 +43,8 @@ def _both(layer, x):
 CONFIGS = {"w8a8": (QuantSpec(8), QuantSpec(8, granularity=PER_TOKEN)),
            "w4a8": (QuantSpec(4), QuantSpec(8, granularity=PER_TOKEN)),
            "w4a4": (QuantSpec(4), QuantSpec(4, granularity=PER_TOKEN)),
-           "w6a6-clipped": (QuantSpec(6, clip_ratio=0.9), QuantSpec(6, granularity=PER_TOKEN, clip_ratio=0.8))}
+           "w6a6-clipped": (QuantSpec(6, clip_ratio=0.9), QuantSpec(6, granularity=PER_TOKEN, clip_ratio=0.8)),
+           "w8a8-per-tensor-weights": (QuantSpec(8, granularity="per_tensor"), QuantSpec(8, granularity=PER_TOKEN))}
 
 
 @pytest.mark.parametrize("transform", ["none", "hadamard", "dsfq"])
@@ -141,6 +142,7 @@ def test_prepared_state_follows_the_weights_and_is_never_saved():
     with torch.no_grad():
         before = layer(x)
         assert set(layer.state_dict()) == keys  # unpacked int8 weights are not part of the checkpoint
+        assert layer.backend_extra_bytes() == 64 * 40 + 4  # ... but take a byte per weight (+ the clip scalar)
         layer.qweight.zero_()  # in place: codes 0 -> only the bias remains
         assert torch.allclose(layer(x), layer.bias.expand(10, 40))
         layer.qweight = torch.full_like(layer.qweight, 0x11)  # new tensor: every code is 1
