@@ -201,7 +201,8 @@ class QuantLinear(nn.Module):
         return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
 
     def _prepared(self, x: torch.Tensor) -> _PreparedKernel:
-        tensors = [t for t in (self.qweight, self.w_scale, self.w_zero, self.bias) if t is not None]
+        clip = self.act_quantizer.clip_logit if self.act_quantizer is not None else None
+        tensors = [t for t in (self.qweight, self.w_scale, self.w_zero, self.bias, clip) if t is not None]
         key = (x.device, self.quantization_enabled, *((t.data_ptr(), t._version) for t in tensors))
         if self._kernel is not None and self._kernel.key == key:
             return self._kernel
