@@ -12,6 +12,7 @@ from ..data import load_and_preprocess_images
 from ..export import write_reconstruction
 from ..inference import (POINT_SOURCES, PRECISIONS, predictions_to_reconstruction, report_progress,
                          resolve_device, run_vggt)
+from ..kernels.allocator import tune_glibc_malloc
 from ..presets import DEFAULT_PRESET, PRESETS, load_model
 from .images import find_images
 
@@ -63,6 +64,8 @@ def reconstruct_images(paths: List[Path], args: argparse.Namespace, out: Path,
     if not 0 <= args.conf_percentile < 100:
         raise ValueError(f"--conf-percentile must be in [0, 100), got {args.conf_percentile}")
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        tune_glibc_malloc()  # large activations: reuse freed heap instead of page-faulting new mmaps
     started = time.perf_counter()
     model, trained_size, description = load_model(args.checkpoint, args.preset, device=device)
     params = sum(p.numel() for p in model.parameters())
