@@ -159,21 +159,37 @@ DEFAULT_ORDER: List[str] = ["cuda-fht", "fht-cpu", "kronecker", "dense"]
 FHT_CPU_MIN_ORDER = 2048  # below it the Kronecker GEMMs are as fast (vggt-quant bench speed, 2-core CPU)
 
 
-def hadamard_transform(x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
-    """``x @ H_n / sqrt(n)`` along the last dim (orthonormal; self-inverse up to transposition).
-
-    ``backend`` forces one implementation; by default the first supporting one of ``DEFAULT_ORDER``.
-    """
+def _choose(x: torch.Tensor, backend: Optional[str]) -> str:
     if backend:
         names = [backend]
     else:
         names = [name for name in DEFAULT_ORDER if name != "fht-cpu" or x.shape[-1] >= FHT_CPU_MIN_ORDER]
     for name in names:
-        supports, function = BACKENDS[name]
-        if supports(x):
-            return function(x)
+        if BACKENDS[name][0](x):
+            return name
     raise ValueError(f"no Hadamard backend {names} supports size {x.shape[-1]}, dtype {x.dtype}, "
                      f"device {x.device}")
+
+
+def hadamard_transform(x: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+    """``x @ H_n / sqrt(n)`` along the last dim (orthonormal; self-inverse up to transposition).
+
+    ``backend`` forces one implementation; by default the first supporting one of ``DEFAULT_ORDER``.
+    """
+    return BACKENDS[_choose(x, backend)][1](x)
+
+
+def random_hadamard_transform(x: torch.Tensor, signs: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+    """``(x * signs) @ H_n / sqrt(n)``. With ``fht-cpu`` the 1/sqrt(n) rides on the sign multiply and the
+    transform runs in place on that product, which saves a full pass over x (for n = 4^k the scaling is
+    by a power of two, so the result is bit-identical to ``hadamard_transform(x * signs)``)."""
+    if _choose(x, backend) != "fht-cpu":
+        return hadamard_transform(x * signs.to(x.dtype), backend)
+    from fht_cpu import fht
+
+    product = x * (signs * x.shape[-1] ** -0.5).to(x.dtype)  # a fresh contiguous tensor that we own
+    fht(product.view(-1, x.shape[-1]).numpy(), axis=-1, inplace=True)
+    return product
 
 
 @functools.lru_cache(maxsize=16)

@@ -79,3 +79,15 @@ def test_default_order_uses_fht_cpu_only_from_order_2048(monkeypatch):
     hadamard_transform(torch.zeros(2, 1024))
     hadamard_transform(torch.zeros(2, 4096))
     assert used == ["kronecker", "fht-cpu"]
+
+
+@pytest.mark.parametrize("n", [64, 1024, 4096])
+def test_random_hadamard_equals_signs_then_transform_bit_for_bit(n):
+    from vggt_quant_core.kernels.hadamard import random_hadamard_transform
+
+    x = torch.randn(6, n)
+    signs = torch.randint(0, 2, (n,)).float() * 2 - 1
+    before = x.clone()
+    for backend in (None, "kronecker") + (("fht-cpu",) if BACKENDS["fht-cpu"][0](x) else ()):
+        assert torch.equal(random_hadamard_transform(x, signs, backend), hadamard_transform(x * signs, backend))
+    assert torch.equal(x, before)
