@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from .elementwise import fused_quantize_per_token
+from .elementwise import quantize_rows
 from .int_mm import weight_codes_int8
 from .packing import pack_int4
 from .registry import Capability, LinearBackend, LinearSpec, QuantizedWeights, register_backend, symmetric_int_spec
@@ -105,9 +105,10 @@ class CutlassBackend(LinearBackend):
                             in_features=spec.in_features, a_qmax=(1 << (spec.a_bits - 1)) - 1,
                             act_clip=weights.act_clip.float().reshape(()))
 
-    def forward(self, state: CutlassState, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    def forward(self, state: CutlassState, x: torch.Tensor, out_dtype: torch.dtype,
+                divisor: Optional[torch.Tensor] = None) -> torch.Tensor:
         lead = x.shape[:-1]
-        codes, a_scale = fused_quantize_per_token(x.reshape(-1, state.in_features), state.a_qmax, state.act_clip)
+        codes, a_scale = quantize_rows(x, state.in_features, state.a_qmax, state.act_clip, divisor)
         if self.int4:
             codes = pack_int4(codes, validate=False)  # the quantizer's grid is [-8, 7] already
         y = extension(torch.cuda.get_device_capability(x.device)).int_gemm_dequant(

@@ -59,10 +59,14 @@ class MaybeCompiled:
             return self.function(*args)
 
 
-def quantize_per_token(x: torch.Tensor, qmax: int, clip: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def quantize_per_token(x: torch.Tensor, qmax: int, clip: torch.Tensor, divisor: Optional[torch.Tensor] = None
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Symmetric dynamic per-token quantization of x [M, K]: int8 codes in [-qmax - 1, qmax] and float32
-    scales [M, 1] = clip * max|x_row| / qmax (at least ``MIN_SCALE``)."""
+    scales [M, 1] = clip * max|x_row| / qmax (at least ``MIN_SCALE``). ``divisor`` [K] (float32 x only):
+    quantize x / divisor, a trailing smoothing step fused into this pass."""
     x = x.float()
+    if divisor is not None:
+        x = x / divisor
     scale = (x.abs().amax(dim=-1, keepdim=True) * clip / qmax).clamp(min=MIN_SCALE)
     codes = torch.clamp(torch.round(x / scale), -qmax - 1, qmax)
     return codes.to(torch.int8), scale
@@ -78,6 +82,12 @@ def dequantize_output(acc: torch.Tensor, a_scale: torch.Tensor, w_scale: torch.T
     if bias is not None:
         y.add_(bias)
     return y.to(out_dtype)
+
+
+def quantize_rows(x: torch.Tensor, in_features: int, qmax: int, clip: torch.Tensor,
+                  divisor: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_per_token`` (fused) of x [..., K] viewed as [M, K]: what every integer backend does first."""
+    return fused_quantize_per_token(x.reshape(-1, in_features), qmax, clip, divisor)
 
 
 fused_quantize_per_token = MaybeCompiled(quantize_per_token)

@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from .elementwise import fused_dequantize_output, fused_quantize_per_token
+from .elementwise import fused_dequantize_output, quantize_rows
 from .packing import unpack_int4
 from .registry import Capability, LinearBackend, LinearSpec, QuantizedWeights, register_backend, symmetric_int_spec
 
@@ -78,9 +78,10 @@ class IntMMBackend(LinearBackend):
             codes = torch.nn.functional.pad(codes, (0, 0, 0, self.min_rows - rows))
         return torch._int_mm(codes, state.weight_t)[:rows]
 
-    def forward(self, state: IntGemmState, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    def forward(self, state: IntGemmState, x: torch.Tensor, out_dtype: torch.dtype,
+                divisor: Optional[torch.Tensor] = None) -> torch.Tensor:
         lead = x.shape[:-1]
-        codes, a_scale = fused_quantize_per_token(x.reshape(-1, state.in_features), state.a_qmax, state.act_clip)
+        codes, a_scale = quantize_rows(x, state.in_features, state.a_qmax, state.act_clip, divisor)
         acc = self.int_accumulate(state, codes)
         y = fused_dequantize_output(acc, a_scale, state.w_scale, state.bias, out_dtype)
         return y.reshape(*lead, state.out_features)

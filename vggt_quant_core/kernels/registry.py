@@ -89,8 +89,10 @@ class LinearBackend:
     def prepare(self, weights: QuantizedWeights, spec: LinearSpec) -> Any:
         raise NotImplementedError
 
-    def forward(self, state: Any, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
-        """x: the transformed activations [..., K]; returns [..., N] in ``out_dtype``."""
+    def forward(self, state: Any, x: torch.Tensor, out_dtype: torch.dtype,
+                divisor: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: the transformed activations [..., K], still to be divided by ``divisor`` [K] if given (a
+        trailing smoothing step, fused into the quantization pass); returns [..., N] in ``out_dtype``."""
         raise NotImplementedError
 
 

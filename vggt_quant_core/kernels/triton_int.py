@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from .elementwise import fused_quantize_per_token
+from .elementwise import quantize_rows
 from .registry import Capability, LinearBackend, LinearSpec, QuantizedWeights, register_backend, symmetric_int_spec
 
 
@@ -132,9 +132,10 @@ class TritonIntBackend(LinearBackend):
         _launch(state, codes.contiguous(), state.w_scale, out, raw=True)
         return out
 
-    def forward(self, state: TritonState, x: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
+    def forward(self, state: TritonState, x: torch.Tensor, out_dtype: torch.dtype,
+                divisor: Optional[torch.Tensor] = None) -> torch.Tensor:
         lead = x.shape[:-1]
-        codes, a_scale = fused_quantize_per_token(x.reshape(-1, state.in_features), state.a_qmax, state.act_clip)
+        codes, a_scale = quantize_rows(x, state.in_features, state.a_qmax, state.act_clip, divisor)
         out = torch.empty(codes.shape[0], state.weight.shape[0], dtype=out_dtype, device=x.device)
         _launch(state, codes.contiguous(), a_scale.reshape(-1).contiguous(), out, raw=False)
         return out.reshape(*lead, state.weight.shape[0])

@@ -33,7 +33,7 @@ from ..kernels import pack_int4, unpack_int4
 from ..kernels.registry import (LinearBackend, LinearSpec, QuantizedWeights, device_capability, get_backend,
                                 select_backend)
 from .quantizers import ActQuantizer, QuantSpec, WeightQuantizer, dequantize, quantize_to_int
-from .transforms import InputTransform
+from .transforms import ChannelScale, InputTransform
 
 AUTO, REFERENCE = "auto", "reference"
 BACKEND_ENV = "VGGTQ_BACKEND"  # default backend of new layers (tests, benchmarks)
@@ -236,7 +236,20 @@ class QuantLinear(nn.Module):
             return self._reference_forward(x)
         self._active_backend = kernel.backend.name
         out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        return kernel.backend.forward(kernel.state, self.transform(x), out_dtype)
+        x, divisor = self._transform_for_backend(x)
+        return kernel.backend.forward(kernel.state, x, out_dtype, divisor)
+
+    def _transform_for_backend(self, x: torch.Tensor):
+        """(T(x), None), or (T(x) before a trailing smoothing step, its divisor c): the backend then fuses
+        x / c into its quantization pass. Only in float32, where that division is the reference's exactly."""
+        steps = self.transform.steps
+        if not len(steps) or steps[-1].kind != ChannelScale.kind:
+            return self.transform(x), None
+        x = self.transform(x, upto=len(steps) - 1)
+        divisor = steps[-1].scale.to(x.dtype)
+        if x.dtype != torch.float32:
+            return x / divisor, None
+        return x, divisor
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fake quantization in float: the correctness oracle for every real backend."""

@@ -43,15 +43,25 @@ def test_activation_codes_equal_quantize_to_int(bits, clip_ratio):
     assert codes[-1].abs().sum() == 0  # all-zero token: no NaN, codes 0
 
 
+def test_fused_divisor_equals_dividing_first():
+    x = _activations(33, 96)
+    divisor = torch.rand(96) + 0.3
+    codes, scale = quantize_per_token(x, 127, torch.tensor(1.0), divisor)
+    expected_codes, expected_scale = _reference_codes(x / divisor, 8)
+    assert torch.equal(codes, expected_codes) and torch.equal(scale, expected_scale)
+
+
 def test_compiled_passes_equal_the_eager_ones():
     x = _activations(40, 128, seed=1)
     acc = torch.randint(-2 ** 20, 2 ** 20, (40, 24), dtype=torch.int32)
     a_scale, w_scale, bias = torch.rand(40, 1), torch.rand(1, 24), torch.randn(24)
     set_compile(True)
     try:
-        codes, scale = fused_quantize_per_token(x, 127, torch.tensor(1.0))
+        divisor = torch.rand(128) + 0.3
+        codes, scale = fused_quantize_per_token(x, 127, torch.tensor(1.0), divisor)
         assert not fused_quantize_per_token._broken, "torch.compile failed on this machine"
-        assert torch.equal(codes, _reference_codes(x, 8)[0]) and torch.equal(scale, _reference_codes(x, 8)[1])
+        expected_codes, expected_scale = _reference_codes(x / divisor, 8)
+        assert torch.equal(codes, expected_codes) and torch.equal(scale, expected_scale)
         y = fused_dequantize_output(acc, a_scale, w_scale, bias, torch.bfloat16)
     finally:
         set_compile(None)
