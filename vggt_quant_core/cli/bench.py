@@ -13,8 +13,8 @@ from ..fileio import write_text_atomic
 from ..inference import resolve_device
 from ..kernels.allocator import tune_glibc_malloc
 from ..kernels.elementwise import set_compile
-from ..model import VGGTConfig
-from ..presets import PRESETS, load_model
+from ..model import VGGT, VGGTConfig
+from ..presets import PRESETS, get_preset, load_model
 from ..quant import RECIPES, parse_bits
 
 log = logging.getLogger("vggt_quant")
@@ -64,6 +64,10 @@ def add_speed_parser(kinds) -> None:
     speed.add_argument("--image", default="518x518",
                        help="HxW giving the tokens per frame of the Linear shapes (518x518: 1374, 392x518: 1041)")
     speed.add_argument("--model-frames", type=int, default=4, help="frames for the whole-model part (default 4)")
+    speed.add_argument("--model-size", type=int, help="square image side for the model part (default: the model's)")
+    speed.add_argument("--random-weights", action="store_true",
+                       help="build the preset with random weights (timing does not depend on them; e.g. vggt-1b "
+                            "without its weights file)")
     speed.add_argument("--methods", default="rtn,quarot", help=f"comma-separated, from {sorted(RECIPES)}")
     speed.add_argument("--bits", default="w8a8,w4a8,w4a4", help="comma-separated wXaY")
     speed.add_argument("--backend", default="auto",
@@ -71,7 +75,8 @@ def add_speed_parser(kinds) -> None:
                             "or a registered name)")
     speed.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median reported)")
     speed.add_argument("--threads", type=int, help="torch threads (default: torch's, here the core count)")
-    speed.add_argument("--parts", default="linears,model", help="which parts: linears, model, checkpoint")
+    speed.add_argument("--parts", default="linears,aggregator,model",
+                       help="which parts: linears, aggregator, model, checkpoint")
     speed.add_argument("--no-compile", action="store_true", help="eager element-wise passes (no torch.compile)")
     speed.add_argument("--default-allocator", action="store_true",
                        help="keep glibc's default malloc thresholds (see kernels/allocator.py)")
@@ -86,8 +91,8 @@ def run_speed_command(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {sorted(RECIPES)}")
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    if not parts <= {"linears", "model", "checkpoint"}:
-        raise ValueError(f"--parts takes linears, model, checkpoint; got {args.parts!r}")
+    if not parts <= {"linears", "aggregator", "model", "checkpoint"}:
+        raise ValueError(f"--parts takes linears, aggregator, model, checkpoint; got {args.parts!r}")
     try:
         height, width = (int(v) for v in args.image.lower().split("x"))
     except ValueError:
@@ -106,12 +111,19 @@ def run_speed_command(args: argparse.Namespace) -> int:
         report["linears"] = speed_bench.bench_linears(VGGTConfig(), args.frames, height, width, quant_configs,
                                                       backends, args.repeats)
         report["linears"]["shapes_of"] = "VGGT-1B"
-    if "model" in parts:
-        model, size, description = load_model_spec(args.model, torch.device("cpu"))
+    model_parts = [p for p in ("aggregator", "model") if p in parts]
+    if model_parts:
+        if args.random_weights:
+            preset = get_preset(args.model)
+            torch.manual_seed(0)
+            model, size = VGGT(preset.config).eval(), preset.image_size
+            description = f"preset {preset.name} with random weights"
+        else:
+            model, size, description = load_model_spec(args.model, torch.device("cpu"))
         if getattr(model, "quant_config", None) is not None:
             raise ValueError(f"{args.model} is already quantized; give the float model")
-        report["model"] = speed_bench.bench_model(model, description, args.model_frames, size, quant_configs,
-                                                  backends, args.repeats)
+        report["model"] = speed_bench.bench_model(model, description, args.model_frames, args.model_size or size,
+                                                  quant_configs, backends, args.repeats, model_parts)
     if "checkpoint" in parts:
         report["vggt_1b_checkpoint"] = speed_bench.vggt_1b_checkpoint_sizes()
     text = json.dumps(report, indent=1)

@@ -170,7 +170,8 @@ def peak_rss_delta(run: Callable[[], object]) -> Optional[int]:
 
 
 def bench_model(model: VGGT, description: str, frames: int, size: int, quant_configs, backends: Sequence[str],
-                repeats: int) -> dict:
+                repeats: int, parts: Sequence[str] = ("aggregator", "model")) -> dict:
+    """Whole-model and/or aggregator-only forwards (``parts``) of ``model`` and its quantized copies."""
     torch.manual_seed(0)
     images = torch.rand(frames, 3, size, size)
     calibration = [torch.rand(frames, 3, size, size)]
@@ -185,8 +186,9 @@ def bench_model(model: VGGT, description: str, frames: int, size: int, quant_con
             models[quant_label(method, bits, backend)] = quantized if len(backends) == 1 else copy.deepcopy(quantized)
 
     results = {}
-    for part, entry in (("aggregator", lambda net: lambda: net.aggregator(images[None])),
-                        ("model", lambda net: lambda: net(images))):
+    entries = {"aggregator": lambda net: lambda: net.aggregator(images[None]), "model": lambda net: lambda: net(images)}
+    for part in parts:
+        entry = entries[part]
         variants = {}
         for name, net in models.items():
             variants[name] = _under_autocast(entry(net), torch.float32)
@@ -255,6 +257,8 @@ def format_speed_table(report: dict) -> str:
     if "model" in report:
         model = report["model"]
         for part in ("aggregator", "model"):
+            if part not in model:
+                continue
             row = model[part]
             cells = ", ".join(f"{n} {t} s ({row['speedup_vs_fp32'][n]}x)" for n, t in row["seconds"].items())
             lines.append(f"{model['description']}, {model['frames']} frames, {part}: {cells}")
