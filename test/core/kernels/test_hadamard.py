@@ -70,17 +70,6 @@ def test_int4_pack_rejects_bad_input():
         pack_int4(torch.full((2, 2), 16, dtype=torch.int16))
 
 
-def test_default_order_uses_fht_cpu_only_from_order_2048(monkeypatch):
-    import vggt_quant_core.kernels.hadamard as hadamard
-
-    used = []
-    for name in ("fht-cpu", "kronecker"):  # both available (fht-cpu installed or not), recording their use
-        monkeypatch.setitem(hadamard.BACKENDS, name, (lambda x: True, lambda x, n=name: used.append(n) or x))
-    hadamard_transform(torch.zeros(2, 1024))
-    hadamard_transform(torch.zeros(2, 4096))
-    assert used == ["kronecker", "fht-cpu"]
-
-
 @pytest.mark.parametrize("n", [64, 1024, 4096])
 def test_random_hadamard_equals_signs_then_transform_bit_for_bit(n):
     from vggt_quant_core.kernels.hadamard import random_hadamard_transform
