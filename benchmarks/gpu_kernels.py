@@ -7,18 +7,22 @@ backend that supports it:
 
 1. checks the output against the reference backend (max error relative to the reference's max, and the
    integer accumulator exactly, where the backend exposes ``int_accumulate``);
-2. times it (CUDA events, warm-up first, median of interleaved rounds) next to bf16 ``F.linear`` and the
-   int8 GEMM alone; and times the Hadamard transform (``fast_hadamard_transform`` when importable, else
-   the Kronecker GEMMs).
+2. times it (CUDA events, warm-up first, median of repeated calls) next to bf16 ``F.linear`` and the
+   int8 GEMM alone; and times the Hadamard transform with every CUDA implementation available
+   (``fast_hadamard_transform`` when importable, and the Kronecker GEMMs).
+
+The CUTLASS backends are opted in here (``VGGTQ_CUTLASS=1``, unless ``--no-cutlass``): their extension is
+compiled on first use (nvcc, minutes; needs ``pip install nvidia-cutlass`` or ``CUTLASS_PATH``).
 
 It prints one JSON object (device, driver, torch/triton versions, per shape and backend: error, ms and
 speed-up over bf16, and which backend ``auto`` picks). Without CUDA it exits with status 2 and a message.
 
-Usage: python benchmarks/gpu_kernels.py [--frames 10] [--repeats 20] [--out benchmarks/results/gpu.json]
+Usage: python benchmarks/gpu_kernels.py [--frames 10] [--repeats 20] [--no-cutlass] [--out benchmarks/results/gpu.json]
 """
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -29,6 +33,8 @@ from torch import nn
 
 from vggt_quant_core.eval.speed_bench import linear_shapes
 from vggt_quant_core.kernels import hadamard_transform
+from vggt_quant_core.kernels.cutlass_int import CUTLASS_ENV
+from vggt_quant_core.kernels.hadamard import BACKENDS as HADAMARD_BACKENDS
 from vggt_quant_core.kernels.elementwise import quantize_per_token
 from vggt_quant_core.kernels.registry import backends, device_capability
 from vggt_quant_core.model import VGGTConfig
@@ -99,8 +105,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--no-cutlass", action="store_true", help="skip the CUTLASS backends (no nvcc build)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if not args.no_cutlass:
+        os.environ.setdefault(CUTLASS_ENV, "1")
     if not torch.cuda.is_available():
         print("gpu_kernels.py: no CUDA device (torch.cuda.is_available() is False); nothing was run. "
               "Run it on a machine with an NVIDIA GPU and a CUDA build of torch.", file=sys.stderr)
@@ -133,7 +142,8 @@ def main() -> int:
             print(f"done {kind} M={rows}", file=sys.stderr)
     for n in (1024, 4096):
         x = torch.randn(args.frames * TOKENS_PER_FRAME, n, device=device)
-        report["hadamard_ms"][str(n)] = cuda_ms(lambda: hadamard_transform(x), args.repeats)
+        report["hadamard_ms"][str(n)] = {name: cuda_ms(lambda: hadamard_transform(x, name), args.repeats)
+                                         for name in ("cuda-fht", "kronecker") if HADAMARD_BACKENDS[name][0](x)}
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
