@@ -8,7 +8,9 @@ stored. ``cuda-int8-cutlass``: int8 x int8 on sm_80+, for W8A8 and for W4 weight
 The extension is compiled on first use by ``torch.utils.cpp_extension.load`` (nvcc, a few minutes,
 cached by torch afterwards) against the CUTLASS headers of the ``nvidia-cutlass`` package or of
 ``$CUTLASS_PATH``. Because of that build, the backends are opt-in: they support nothing unless
-``VGGTQ_CUTLASS=1``. Sources compiled here with nvcc 13.0 for sm_80; never run on a GPU yet.
+``VGGTQ_CUTLASS=1``. The CUDA source compiles with nvcc 13.0 for sm_80, sm_89 and sm_90, and the sm_89
+cubin holds IMMA.16864.S4.S4 (native int4) and IMMA.16832.S8.S8 instructions (nvdisasm); the binding
+passes a syntax check against torch's headers. Nothing here has run on a GPU yet.
 """
 
 import functools

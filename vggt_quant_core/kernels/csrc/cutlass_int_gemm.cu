@@ -9,7 +9,7 @@
 //   * int4 x int4 (IMMA.16864.S4.S4, native on sm_80/86/87/89 only; Hopper and newer emulate it):
 //     W4A4 with both operands packed two codes per byte, low nibble = even k, which is CUTLASS's
 //     int4b_t memory order and the project's checkpoint layout.
-// No torch headers here: this file compiles with nvcc alone (checked for sm_80/86/89/90 that way);
+// No torch headers here: this file compiles with nvcc alone (checked for sm_80, sm_89 and sm_90 that way);
 // cutlass_binding.cpp wraps it for PyTorch.
 
 #include <cstdint>
