@@ -16,6 +16,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(exclude=["test", "test.*"]),
+    package_data={"vggt_quant_core.kernels": ["csrc/*.cu", "csrc/*.cpp", "csrc/*.h"]},  # JIT-built CUDA sources
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -31,7 +32,7 @@ setup(
         "dev": ["pytest>=7", "flake8>=6", "colcon-common-extensions", "fht-cpu"],
         "fast": ["fht-cpu"],  # optional CPU Hadamard kernel (the pure-torch Kronecker path is the default)
     },
-    zip_safe=True,
+    zip_safe=False,  # the CUDA sources in kernels/csrc are compiled from the installed files
     tests_require=["pytest"],
     entry_points={
         "console_scripts": [

@@ -7,10 +7,14 @@ from pathlib import Path
 
 import torch
 
+from ..eval import speed_bench
 from ..eval.fidelity_bench import format_table, run_fidelity
 from ..fileio import write_text_atomic
 from ..inference import resolve_device
-from ..presets import PRESETS, load_model
+from ..kernels.allocator import tune_glibc_malloc
+from ..kernels.elementwise import set_compile
+from ..model import VGGT, VGGTConfig
+from ..presets import PRESETS, get_preset, load_model
 from ..quant import RECIPES, parse_bits
 
 log = logging.getLogger("vggt_quant")
@@ -24,7 +28,7 @@ def load_model_spec(spec: str, device: torch.device):
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("bench", help="benchmarks (fidelity of quantized models)")
+    parser = commands.add_parser("bench", help="benchmarks (fidelity and speed of quantized models)")
     kinds = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     fidelity = kinds.add_parser("fidelity", help="output error of every method x bits vs full precision",
                                 description="Quantize the model with each method and bit-width and report the "
@@ -43,6 +47,91 @@ def add_parser(commands) -> None:
     fidelity.add_argument("--device", default="auto")
     fidelity.add_argument("--json", type=Path, help="write the report here")
     fidelity.set_defaults(run=run_fidelity_command)
+    add_speed_parser(kinds)
+
+
+def add_speed_parser(kinds) -> None:
+    speed = kinds.add_parser("speed", help="latency and memory: fp32, bf16 and quantized, side by side",
+                             description="Time the VGGT-1B aggregator Linear shapes (qkv, proj, fc1, fc2 at M = "
+                                         "frames x tokens; random weights) and a whole model and its aggregator "
+                                         "in fp32, bf16 and every quantized config, interleaved in one run with "
+                                         "warm-up and medians; report weight bytes and peak memory. CPU only "
+                                         "for now (GPU kernels: benchmarks/gpu_kernels.py).")
+    speed.add_argument("--model", default="vggt-outlier",
+                       help="preset name or float checkpoint for the whole-model part (default: vggt-outlier; "
+                            "VGGT-1B takes minutes per forward on a CPU)")
+    speed.add_argument("--frames", type=int, default=10, help="frames for the Linear shapes (default 10)")
+    speed.add_argument("--image", default="518x518",
+                       help="HxW giving the tokens per frame of the Linear shapes (518x518: 1374, 392x518: 1041)")
+    speed.add_argument("--model-frames", type=int, default=4, help="frames for the whole-model part (default 4)")
+    speed.add_argument("--model-size", type=int, help="square image side for the model part (default: the model's)")
+    speed.add_argument("--random-weights", action="store_true",
+                       help="build the preset with random weights (timing does not depend on them; e.g. vggt-1b "
+                            "without its weights file)")
+    speed.add_argument("--methods", default="rtn,quarot", help=f"comma-separated, from {sorted(RECIPES)}")
+    speed.add_argument("--bits", default="w8a8,w4a8,w4a4", help="comma-separated wXaY")
+    speed.add_argument("--backend", default="auto",
+                       help="comma-separated QuantLinear backends to time each config with (auto, reference, "
+                            "or a registered name)")
+    speed.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median reported)")
+    speed.add_argument("--threads", type=int, help="torch threads (default: torch's, here the core count)")
+    speed.add_argument("--parts", default="linears,aggregator,model",
+                       help="which parts: linears, aggregator, model, checkpoint")
+    speed.add_argument("--no-compile", action="store_true", help="eager element-wise passes (no torch.compile)")
+    speed.add_argument("--default-allocator", action="store_true",
+                       help="keep glibc's default malloc thresholds (see kernels/allocator.py)")
+    speed.add_argument("--json", type=Path, help="write the report here")
+    speed.set_defaults(run=run_speed_command)
+
+
+def run_speed_command(args: argparse.Namespace) -> int:
+    quant_configs = [(m.strip(), parse_bits(b)) for m in args.methods.split(",") if m.strip()
+                     for b in args.bits.split(",") if b.strip()]
+    unknown = {m for m, _ in quant_configs} - set(RECIPES)
+    if unknown:
+        raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {sorted(RECIPES)}")
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts <= {"linears", "aggregator", "model", "checkpoint"}:
+        raise ValueError(f"--parts takes linears, aggregator, model, checkpoint; got {args.parts!r}")
+    try:
+        height, width = (int(v) for v in args.image.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--image must look like 518x518, got {args.image!r}") from None
+    if min(args.frames, args.model_frames, args.repeats) < 1:
+        raise ValueError("--frames, --model-frames and --repeats must be >= 1")
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    if args.no_compile:
+        set_compile(False)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    malloc_tuned = False if args.default_allocator else tune_glibc_malloc()
+    report = {"benchmark": "speed", "environment": speed_bench.environment(), "malloc_tuned": malloc_tuned,
+              "compile": not args.no_compile, "backends": backends}
+    if "linears" in parts:
+        report["linears"] = speed_bench.bench_linears(VGGTConfig(), args.frames, height, width, quant_configs,
+                                                      backends, args.repeats)
+        report["linears"]["shapes_of"] = "VGGT-1B"
+    model_parts = [p for p in ("aggregator", "model") if p in parts]
+    if model_parts:
+        if args.random_weights:
+            preset = get_preset(args.model)
+            torch.manual_seed(0)
+            model, size = VGGT(preset.config).eval(), preset.image_size
+            description = f"preset {preset.name} with random weights"
+        else:
+            model, size, description = load_model_spec(args.model, torch.device("cpu"))
+        if getattr(model, "quant_config", None) is not None:
+            raise ValueError(f"{args.model} is already quantized; give the float model")
+        report["model"] = speed_bench.bench_model(model, description, args.model_frames, args.model_size or size,
+                                                  quant_configs, backends, args.repeats, model_parts)
+    if "checkpoint" in parts:
+        report["vggt_1b_checkpoint"] = speed_bench.vggt_1b_checkpoint_sizes()
+    text = json.dumps(report, indent=1)
+    if args.json:
+        write_text_atomic(args.json, text + "\n")
+        log.info("wrote %s", args.json)
+    print(speed_bench.format_speed_table(report))
+    return 0
 
 
 def run_fidelity_command(args: argparse.Namespace) -> int:

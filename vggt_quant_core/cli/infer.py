@@ -9,13 +9,14 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from ..data import load_and_preprocess_images
+from ..data.files import find_images
 from ..data.preprocess import ImageSource
 from ..export import write_reconstruction
 from ..inference import (POINT_SOURCES, PRECISIONS, Reconstruction, predictions_to_reconstruction, report_progress,
                          resolve_device, run_vggt)
+from ..kernels.allocator import tune_glibc_malloc
 from ..model import VGGT
 from ..presets import DEFAULT_PRESET, PRESETS, load_model
-from ..data.files import find_images
 
 log = logging.getLogger("vggt_quant")
 
@@ -68,6 +69,8 @@ def reconstruct_images(sources: Sequence[ImageSource], args: argparse.Namespace,
     if not 0 <= args.conf_percentile < 100:
         raise ValueError(f"--conf-percentile must be in [0, 100), got {args.conf_percentile}")
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        tune_glibc_malloc()  # large activations: reuse freed heap instead of page-faulting new mmaps
     started = time.perf_counter()
     model, trained_size, description = loaded or load_model(args.checkpoint, args.preset, device=device)
     device = next(model.parameters()).device

@@ -11,17 +11,39 @@ Two states:
   only switches activation quantization.
 
 Forward: ``y = Q_a(T(x)) @ Q_w(fold_T(W))^T + b``.
+
+Backends (``layer.backend``): ``reference`` is fake quantization in float, the correctness oracle and
+the only one for the float state and for autograd; a name from ``kernels.registry`` forces that real
+low-bit kernel (an error if it cannot run the layer); ``auto`` (the default, or ``$VGGTQ_BACKEND``) picks
+the best real backend that supports the layer's formats on the input's device, else the reference.
+A real backend gets the transformed input T(x), computed exactly as the reference computes it, so both
+quantize the same values. Its prepared state (e.g. unpacked weights) is built on first use, rebuilt
+when the backend, the device or the canonical tensors change, and never saved.
 """
 
-from typing import Callable, Dict, Optional
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import pack_int4, unpack_int4
+from ..kernels.registry import (LinearBackend, LinearSpec, QuantizedWeights, device_capability, get_backend,
+                                select_backend)
 from .quantizers import ActQuantizer, QuantSpec, WeightQuantizer, dequantize, quantize_to_int
-from .transforms import InputTransform
+from .transforms import ChannelScale, InputTransform
+
+AUTO, REFERENCE = "auto", "reference"
+BACKEND_ENV = "VGGTQ_BACKEND"  # default backend of new layers (tests, benchmarks)
+
+
+@dataclass
+class _PreparedKernel:
+    backend: Optional[LinearBackend]  # None: the reference
+    state: Any
+    key: tuple                        # device and versions of the tensors it was prepared from
 
 
 class QuantLinear(nn.Module):
@@ -37,7 +59,9 @@ class QuantLinear(nn.Module):
         self.weight_quantizer = WeightQuantizer(w_spec, out_features, learnable_clip) if w_spec else None
         self.act_quantizer = ActQuantizer(a_spec, a_dynamic, learnable_clip) if a_spec else None
         self.quantization_enabled = True
-        self.backend = "reference"
+        self._kernel: Optional[_PreparedKernel] = None
+        self._active_backend: Optional[str] = None
+        self.backend = os.environ.get(BACKEND_ENV, AUTO)
         self.fused_norm: Optional[str] = None  # LayerNorm that absorbed a leading smoothing scale
         for name in ("qweight", "w_scale", "w_zero"):
             self.register_buffer(name, None)
@@ -128,6 +152,73 @@ class QuantLinear(nn.Module):
         self.w_scale = torch.empty(scale_shape)
         self.w_zero = None if spec.symmetric else torch.empty(scale_shape)
 
+    # ---- backends ------------------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        if name not in (AUTO, REFERENCE):
+            get_backend(name)  # unknown names fail here, with the list of known ones
+        self._backend = name
+        self._kernel = None
+
+    @property
+    def active_backend(self) -> Optional[str]:
+        """The backend the last forward ran (None before the first one)."""
+        return self._active_backend
+
+    def kernel_spec(self) -> LinearSpec:
+        """This layer's formats as the backends see them (activations in float when quantization is off)."""
+        w, a = self.w_spec, self.a_spec if self.quantization_enabled else None
+        return LinearSpec(self.in_features, self.out_features, w_bits=w.bits if w else None,
+                          a_bits=a.bits if a else None, w_symmetric=w.symmetric if w else True,
+                          w_granularity=w.granularity if w else "per_channel", w_packed=self.packed,
+                          a_symmetric=a.symmetric if a else True, a_granularity=a.granularity if a else "per_token",
+                          a_dynamic=self.act_quantizer.dynamic if a else True)
+
+    @torch.no_grad()
+    def quantized_weights(self) -> QuantizedWeights:
+        """The canonical frozen tensors, plus the activation clip ratio (spec ratio x learned clip)."""
+        clip = self.act_quantizer.clip() if self.act_quantizer is not None else None
+        ratio = self.a_spec.clip_ratio if self.a_spec is not None else 1.0
+        ratio = torch.as_tensor(ratio if clip is None else ratio * clip, dtype=torch.float32,
+                                device=self.qweight.device)
+        return QuantizedWeights(self.qweight, self.w_scale, self.w_zero, self.bias, ratio)
+
+    def backend_extra_bytes(self) -> int:
+        """Bytes the prepared backend state holds beyond the canonical buffers (e.g. int4 weights that a
+        backend unpacked to int8); 0 before the first forward and for the reference."""
+        if self._kernel is None or self._kernel.state is None:
+            return 0
+        own = {t.untyped_storage().data_ptr() for t in self.buffers()} | {
+            p.untyped_storage().data_ptr() for p in self.parameters()}
+        extra = [t for t in vars(self._kernel.state).values() if isinstance(t, torch.Tensor)]
+        return sum(t.untyped_storage().nbytes() for t in extra if t.untyped_storage().data_ptr() not in own)
+
+    def _needs_autograd(self, x: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
+
+    def _prepared(self, x: torch.Tensor) -> _PreparedKernel:
+        clip = self.act_quantizer.clip_logit if self.act_quantizer is not None else None
+        tensors = [t for t in (self.qweight, self.w_scale, self.w_zero, self.bias, clip) if t is not None]
+        key = (x.device, self.quantization_enabled, *((t.data_ptr(), t._version) for t in tensors))
+        if self._kernel is not None and self._kernel.key == key:
+            return self._kernel
+        spec = self.kernel_spec()
+        if self._backend == AUTO:
+            backend = select_backend(spec, x.device)
+        else:
+            backend = get_backend(self._backend)
+            reason = backend.supports(spec, x.device, device_capability(x.device))
+            if reason is not None:
+                raise ValueError(f"backend {backend.name} cannot run this layer ({spec.label()} on {x.device}): "
+                                 f"{reason}")
+        state = None if backend is None else backend.prepare(self.quantized_weights(), spec)
+        self._kernel = _PreparedKernel(backend, state, key)
+        return self._kernel
+
     # ---- forward -------------------------------------------------------------------------------------
     def quantize_input(self, x: torch.Tensor) -> torch.Tensor:
         """T(x), fake-quantized when activation quantization is on."""
@@ -137,26 +228,44 @@ class QuantLinear(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return BACKENDS[self.backend](self, x)
+        kernel = None
+        if self._backend != REFERENCE and self.frozen and not self._needs_autograd(x):
+            kernel = self._prepared(x)
+        if kernel is None or kernel.backend is None:
+            self._active_backend = REFERENCE
+            return self._reference_forward(x)
+        self._active_backend = kernel.backend.name
+        out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        x, divisor = self._transform_for_backend(x)
+        return kernel.backend.forward(kernel.state, x, out_dtype, divisor)
+
+    def _transform_for_backend(self, x: torch.Tensor):
+        """(T(x), None), or (T(x) before a trailing smoothing step, its divisor c): the backend then fuses
+        x / c into its quantization pass. Only in float32, where that division is the reference's exactly."""
+        steps = self.transform.steps
+        if not len(steps) or steps[-1].kind != ChannelScale.kind:
+            return self.transform(x), None
+        x = self.transform(x, upto=len(steps) - 1)
+        divisor = steps[-1].scale.to(x.dtype)
+        if x.dtype != torch.float32:
+            return x / divisor, None
+        return x, divisor
+
+    def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fake quantization in float: the correctness oracle for every real backend."""
+        x_q = self.quantize_input(x)
+        weight = self.dequantized_weight()
+        bias = self.bias
+        if torch.is_autocast_enabled(x.device.type):
+            return F.linear(x_q, weight, bias)
+        return F.linear(x_q.to(x.dtype), weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
 
     def extra_repr(self) -> str:
         def bits(spec):
             return "16" if spec is None else str(spec.bits)
         steps = "+".join(step.kind for step in self.transform.steps) or "none"
         state = "frozen" if self.frozen else "float"
+        backend = self.backend if self.active_backend in (None, self.backend) else \
+            f"{self.backend} ({self.active_backend})"
         return (f"in={self.in_features}, out={self.out_features}, w{bits(self.w_spec)}a{bits(self.a_spec)}, "
-                f"transform={steps}, {state}, backend={self.backend}")
-
-
-def _reference_forward(layer: QuantLinear, x: torch.Tensor) -> torch.Tensor:
-    """Fake quantization in float: the correctness oracle for every real backend."""
-    x_q = layer.quantize_input(x)
-    weight = layer.dequantized_weight()
-    bias = layer.bias
-    if torch.is_autocast_enabled(x.device.type):
-        return F.linear(x_q, weight, bias)
-    return F.linear(x_q.to(x.dtype), weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
-
-
-# Backend name -> forward(layer, x). Real low-bit kernels register here; "reference" is the fallback.
-BACKENDS: Dict[str, Callable[[QuantLinear, torch.Tensor], torch.Tensor]] = {"reference": _reference_forward}
+                f"transform={steps}, {state}, backend={backend}")

@@ -10,7 +10,8 @@ from typing import List, Optional
 import torch
 from torch import nn
 
-from ..kernels import hadamard_transform, is_hadamard_order, random_orthogonal
+from ..kernels import is_hadamard_order, random_orthogonal
+from ..kernels.hadamard import random_hadamard_transform
 
 
 def random_signs(n: int, seed: int) -> torch.Tensor:
@@ -37,7 +38,7 @@ class RandomHadamard(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fast:
-            return hadamard_transform(x * self.signs.to(x.dtype))
+            return random_hadamard_transform(x, self.signs)
         return x @ self.matrix.to(x.dtype)
 
     def fold_weight(self, weight: torch.Tensor) -> torch.Tensor:

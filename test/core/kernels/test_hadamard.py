@@ -68,3 +68,15 @@ def test_int4_pack_rejects_bad_input():
         pack_int4(torch.zeros(2, 3, dtype=torch.int8))
     with pytest.raises(ValueError, match="4 bits"):
         pack_int4(torch.full((2, 2), 16, dtype=torch.int16))
+
+
+@pytest.mark.parametrize("n", [64, 1024, 4096])
+def test_random_hadamard_equals_signs_then_transform_bit_for_bit(n):
+    from vggt_quant_core.kernels.hadamard import random_hadamard_transform
+
+    x = torch.randn(6, n)
+    signs = torch.randint(0, 2, (n,)).float() * 2 - 1
+    before = x.clone()
+    for backend in (None, "kronecker") + (("fht-cpu",) if BACKENDS["fht-cpu"][0](x) else ()):
+        assert torch.equal(random_hadamard_transform(x, signs, backend), hadamard_transform(x * signs, backend))
+    assert torch.equal(x, before)

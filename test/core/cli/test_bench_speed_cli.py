@@ -1,0 +1,49 @@
+"""``vggt-quant bench speed``: tiny runs of every part, report structure and bad input."""
+
+import json
+
+from vggt_quant_core.cli.main import main
+
+
+def _run(tmp_path, *args):
+    out = tmp_path / "speed.json"
+    assert main(["bench", "speed", "--repeats", "1", "--no-compile", "--json", str(out), *args]) == 0
+    return json.loads(out.read_text())
+
+
+def test_linear_shapes_every_config_and_backend(tmp_path, capsys):
+    report = _run(tmp_path, "--parts", "linears", "--frames", "1", "--image", "28x28", "--methods", "rtn,quarot",
+                  "--bits", "w8a8,w4a4", "--backend", "auto,reference")
+    linears = report["linears"]
+    assert linears["tokens_per_frame"] == 1 + 4 + 2 * 2 and linears["M"] == 9
+    qkv = linears["per_shape"]["attn.qkv"]
+    assert (qkv["K"], qkv["N"], qkv["count"]) == (1024, 3072, 48)
+    assert qkv["backends"] == {"rtn-w8a8": "cpu-int8", "rtn-w8a8 [reference]": "reference",
+                               "rtn-w4a4": "cpu-int8", "rtn-w4a4 [reference]": "reference",
+                               "quarot-w8a8": "cpu-int8", "quarot-w8a8 [reference]": "reference",
+                               "quarot-w4a4": "cpu-int8", "quarot-w4a4 [reference]": "reference"}
+    total = linears["aggregator_linears"]
+    assert total["linears"] == 192 and total["speedup_vs_fp32"]["fp32"] == 1.0
+    sizes = total["weight_bytes"]
+    assert sizes["rtn-w4a4"] < sizes["rtn-w8a8"] < sizes["bf16"] < sizes["fp32"]
+    clips = 4 * 192  # each layer's activation clip scalar
+    assert sizes["rtn-w8a8 runtime extra"] == clips
+    assert sizes["rtn-w4a4 runtime extra"] == clips + 48 * 1024 * (3072 + 1024 + 2 * 4096)  # int4 unpacked to int8
+    assert "all 192 aggregator Linears" in capsys.readouterr().out
+
+
+def test_aggregator_and_model_parts(tmp_path):
+    report = _run(tmp_path, "--parts", "aggregator,model", "--model", "vggt-tiny-random", "--model-frames", "2",
+                  "--model-size", "28", "--methods", "rtn", "--bits", "w8a8")
+    for part in ("aggregator", "model"):
+        row = report["model"][part]
+        assert set(row["seconds"]) == set(row["peak_rss_bytes_above_start"]) == {"fp32", "bf16 autocast", "rtn-w8a8"}
+    assert report["model"]["weight_bytes"]["rtn-w8a8"]["quantized_layers_bytes"] < report["model"]["weight_bytes"][
+        "rtn-w8a8"]["quantized_layers_fp16_bytes"]
+
+
+def test_bad_arguments_are_one_line_errors(capsys):
+    assert main(["bench", "speed", "--parts", "linears,gpu"]) == 2
+    assert "--parts takes" in capsys.readouterr().err
+    assert main(["bench", "speed", "--image", "518"]) == 2
+    assert "--image must look like" in capsys.readouterr().err

@@ -1,0 +1,265 @@
+"""Speed and memory of quantized Linears and models, every variant measured side by side in one run.
+
+Timing: one warm-up call per variant (compilation, weight preparation), then ``repeats`` rounds in which
+every variant runs once in turn (interleaved, so load from other processes spreads over all of them);
+the median per variant is reported. Ratios are fp32 time / variant time (> 1: faster than fp32).
+
+Layer part: the four aggregator Linear shapes (qkv, proj, fc1, fc2) at M = frames x tokens per frame,
+random weights and inputs; the "aggregator Linears" row sums each shape's median times its count (2 x
+depth). Model part: the whole model and the aggregator alone, on a (small) model, with peak memory.
+"""
+
+import copy
+import ctypes
+import ctypes.util
+import logging
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..kernels.elementwise import fused_quantize_per_token
+from ..model import VGGT, VGGTConfig
+from ..quant import QuantConfig, QuantLinear, quantize, quantized_layers, size_report
+from ..quant.api import build_transform
+from ..quant.transforms import ChannelScale
+
+log = logging.getLogger(__name__)
+
+LINEAR_KINDS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+_SCALE_FUSED_INTO_NORM = ("attn.qkv", "mlp.fc1")  # preceded by norm1/norm2: a leading smoothing is folded
+
+
+def tokens_per_frame(config: VGGTConfig, height: int, width: int) -> int:
+    """Aggregator tokens per frame: camera + register tokens + patches (VGGT-1B 518x518: 1374)."""
+    return 1 + config.aggregator.num_register_tokens + (height // config.patch_size) * (width // config.patch_size)
+
+
+def linear_shapes(config: VGGTConfig) -> Dict[str, Tuple[int, int, int]]:
+    """kind -> (in_features, out_features, count in the aggregator)."""
+    dim, hidden = config.embed_dim, int(config.embed_dim * config.aggregator.mlp_ratio)
+    count = 2 * config.aggregator.depth
+    return {"attn.qkv": (dim, 3 * dim, count), "attn.proj": (dim, dim, count), "mlp.fc1": (dim, hidden, count),
+            "mlp.fc2": (hidden, dim, count)}
+
+
+def interleaved_times(variants: Dict[str, Callable[[], object]], repeats: int
+                      ) -> Tuple[Dict[str, float], Dict[str, float]]:
+    """Median and minimum seconds per variant over ``repeats`` interleaved rounds (after one warm-up call
+    each). On a machine shared with other processes the minimum is the least disturbed figure."""
+    for name, run in variants.items():
+        log.info("  warm-up %s", name)
+        run()
+    times: Dict[str, List[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return ({name: statistics.median(values) for name, values in times.items()},
+            {name: min(values) for name, values in times.items()})
+
+
+def quant_label(method: str, bits: Tuple[int, int], backend: str) -> str:
+    return f"{method}-w{bits[0]}a{bits[1]}" + ("" if backend == "auto" else f" [{backend}]")
+
+
+def _quantized_linear(linear: nn.Linear, kind: str, method: str, bits: Tuple[int, int], index: int) -> QuantLinear:
+    """A frozen QuantLinear as ``quantize`` would build it for ``kind`` (smoothing scales random: speed
+    does not depend on their values; folded into the LayerNorm where ``quantize`` folds them)."""
+    config = QuantConfig(method=method, w_bits=bits[0], a_bits=bits[1])
+    transform = build_transform(config, linear.in_features, index)
+    scale_at = transform.index(ChannelScale.kind)
+    if scale_at is not None:
+        transform.steps[scale_at].set_scale(torch.rand(linear.in_features) + 0.5)
+        if scale_at == 0 and kind in _SCALE_FUSED_INTO_NORM:
+            del transform.steps[0]
+    layer = QuantLinear.from_linear(linear, transform, config.w_spec(), config.a_spec())
+    layer.freeze()
+    return layer
+
+
+def _tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quant_configs, backends: Sequence[str],
+                  repeats: int) -> dict:
+    tokens = tokens_per_frame(config, height, width)
+    rows = frames * tokens
+    shapes = linear_shapes(config)
+    per_shape, totals, weight_bytes = {}, {}, {}
+    for index, (kind, (k, n, count)) in enumerate(shapes.items()):
+        log.info("linear %s: M=%d K=%d N=%d", kind, rows, k, n)
+        torch.manual_seed(index)
+        linear = nn.Linear(k, n)
+        x = torch.randn(rows, k)
+        x_bf16, linear_bf16 = x.bfloat16(), copy.deepcopy(linear).bfloat16()
+        variants: Dict[str, Callable[[], object]] = {
+            "fp32": lambda: F.linear(x, linear.weight, linear.bias),
+            "bf16": lambda: F.linear(x_bf16, linear_bf16.weight, linear_bf16.bias),
+        }
+        codes, _ = fused_quantize_per_token(x, 127, torch.tensor(1.0))
+        weight_codes = torch.randint(-128, 128, (n, k), dtype=torch.int8)
+        variants["int8 GEMM only"] = lambda: torch._int_mm(codes, weight_codes.t())
+        sizes = {"fp32": 4 * (k * n + n), "bf16": 2 * (k * n + n)}
+        layers = {}
+        for method, bits in quant_configs:
+            for backend in backends:
+                layer = _quantized_linear(linear, kind, method, bits, index)
+                layer.backend = backend
+                label = quant_label(method, bits, backend)
+                layers[label] = layer
+                variants[label] = lambda layer=layer: layer(x)
+        with torch.inference_mode():
+            medians, minima = interleaved_times(variants, repeats)
+        for label, layer in layers.items():
+            sizes[label] = _tensor_bytes(layer.state_dict().values())
+            sizes[label + " runtime extra"] = layer.backend_extra_bytes()
+        per_shape[kind] = {"M": rows, "K": k, "N": n, "count": count,
+                           "ms": {name: round(t * 1e3, 2) for name, t in medians.items()},
+                           "min_ms": {name: round(t * 1e3, 2) for name, t in minima.items()},
+                           "speedup_vs_fp32": {name: round(medians["fp32"] / t, 2) for name, t in medians.items()},
+                           "backends": {label: layer.active_backend for label, layer in layers.items()}}
+        for name, t in medians.items():
+            totals[name] = totals.get(name, 0.0) + t * count
+        for name, size in sizes.items():
+            weight_bytes[name] = weight_bytes.get(name, 0) + size * count
+    aggregator = {"linears": sum(c for _, _, c in shapes.values()),
+                  "seconds": {name: round(t, 3) for name, t in totals.items()},
+                  "speedup_vs_fp32": {name: round(totals["fp32"] / t, 2) for name, t in totals.items()},
+                  "weight_bytes": weight_bytes}
+    return {"frames": frames, "image": [height, width], "tokens_per_frame": tokens, "M": rows,
+            "per_shape": per_shape, "aggregator_linears": aggregator}
+
+
+def _libc():
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def _status_bytes(field: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_delta(run: Callable[[], object]) -> Optional[int]:
+    """Peak resident memory during ``run`` above the level before it (Linux: VmHWM reset through
+    /proc/self/clear_refs; freed heap is first returned with malloc_trim so it does not hide new use)."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    before = _status_bytes("VmRSS")
+    run()
+    peak = _status_bytes("VmHWM")
+    return None if before is None or peak is None else peak - before
+
+
+def bench_model(model: VGGT, description: str, frames: int, size: int, quant_configs, backends: Sequence[str],
+                repeats: int, parts: Sequence[str] = ("aggregator", "model")) -> dict:
+    """Whole-model and/or aggregator-only forwards (``parts``) of ``model`` and its quantized copies."""
+    torch.manual_seed(0)
+    images = torch.rand(frames, 3, size, size)
+    calibration = [torch.rand(frames, 3, size, size)]
+    models = {"fp32": model}
+    for method, bits in quant_configs:
+        config = QuantConfig(method=method, w_bits=bits[0], a_bits=bits[1])
+        quantized = quantize(copy.deepcopy(model), config, calibration_images=calibration,
+                             log_fn=lambda message: None)
+        for backend in backends:
+            for layer in quantized_layers(quantized).values():
+                layer.backend = backend
+            models[quant_label(method, bits, backend)] = quantized if len(backends) == 1 else copy.deepcopy(quantized)
+
+    results = {}
+    entries = {"aggregator": lambda net: lambda: net.aggregator(images[None]), "model": lambda net: lambda: net(images)}
+    for part in parts:
+        entry = entries[part]
+        variants = {}
+        for name, net in models.items():
+            variants[name] = _under_autocast(entry(net), torch.float32)
+            if name == "fp32":
+                variants["bf16 autocast"] = _under_autocast(entry(net), torch.bfloat16)
+        log.info("model part: %s", part)
+        with torch.inference_mode():
+            medians, minima = interleaved_times(variants, repeats)
+            peaks = {name: peak_rss_delta(run) for name, run in variants.items()}
+        results[part] = {"seconds": {n: round(t, 4) for n, t in medians.items()},
+                         "min_seconds": {n: round(t, 4) for n, t in minima.items()},
+                         "speedup_vs_fp32": {n: round(medians["fp32"] / t, 2) for n, t in medians.items()},
+                         "peak_rss_bytes_above_start": peaks}
+    weights = {"fp32": _tensor_bytes(model.state_dict().values())}
+    for name, net in models.items():
+        if name != "fp32":
+            report = size_report(net)
+            weights[name] = {k: report[k] for k in ("quantized_layers_bytes", "quantized_layers_fp16_bytes",
+                                                    "quantized_layers_fp32_bytes")}
+    return {"description": description, "frames": frames, "image": [size, size], **results, "weight_bytes": weights}
+
+
+def _under_autocast(call: Callable[[], object], dtype: torch.dtype) -> Callable[[], object]:
+    def run():
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            return call()
+    return run
+
+
+def vggt_1b_checkpoint_sizes() -> dict:
+    """Quantized VGGT-1B checkpoint sizes for W8 and W4 (192 aggregator Linears), from the meta device."""
+    sizes = {}
+    for w_bits in (8, 4):
+        with torch.device("meta"):
+            model = quantize(VGGT(), QuantConfig(method="quarot", w_bits=w_bits, a_bits=8), log_fn=lambda m: None)
+        report = size_report(model)
+        report["self_contained_file_bytes"] = report["quantized_layers_bytes"] + report["unquantized_fp32_bytes"]
+        sizes[f"w{w_bits}"] = report
+    return sizes
+
+
+def environment() -> dict:
+    load = None
+    try:
+        load = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        pass
+    return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+            "processor": platform.processor() or "unknown", "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "loadavg_at_start": load}
+
+
+def format_speed_table(report: dict) -> str:
+    """Plain-text summary: per part, each variant's time and speed-up over fp32."""
+    lines = []
+    if "linears" in report:
+        linears = report["linears"]
+        lines.append(f"Linear shapes of {linears.get('shapes_of', 'the model')}, M = {linears['M']} "
+                     f"({linears['frames']} frames x {linears['tokens_per_frame']} tokens); ms (x fp32)")
+        for kind, row in linears["per_shape"].items():
+            cells = ", ".join(f"{n} {t} ({row['speedup_vs_fp32'][n]}x)" for n, t in row["ms"].items())
+            lines.append(f"  {kind} {row['K']}->{row['N']}: {cells}")
+        total = linears["aggregator_linears"]
+        cells = ", ".join(f"{n} {t} s ({total['speedup_vs_fp32'][n]}x)" for n, t in total["seconds"].items())
+        lines.append(f"  all {total['linears']} aggregator Linears: {cells}")
+    if "model" in report:
+        model = report["model"]
+        for part in ("aggregator", "model"):
+            if part not in model:
+                continue
+            row = model[part]
+            cells = ", ".join(f"{n} {t} s ({row['speedup_vs_fp32'][n]}x)" for n, t in row["seconds"].items())
+            lines.append(f"{model['description']}, {model['frames']} frames, {part}: {cells}")
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""The element-wise passes around an integer GEMM: per-token activation quantization and the dequant
+epilogue, eager or fused by ``torch.compile``.
+
+In eager mode these passes, not the GEMM, dominate a W8A8 Linear on CPU (each is several full passes over
+[M, K] or [M, N] tensors; see ``shared/docs/kernels.md`` §2.3). ``torch.compile`` fuses each into one or
+two loops. Compilation is on by default and happens once per shape family on first use (not per
+call: shapes are dynamic); set ``VGGTQ_COMPILE=0`` or call ``set_compile(False)`` to stay eager. If
+compilation fails (e.g. no C++ compiler), a warning is logged and the eager function is used.
+
+``quantize_per_token`` must produce exactly the codes of ``quant.quantizers.quantize_to_int`` for a
+symmetric dynamic per-token spec (round half to even, clamp to [-qmax - 1, qmax]): the tests hold it to
+that, eager and compiled.
+"""
+
+import logging
+import os
+from typing import Callable, Optional, Tuple
+
+import torch
+
+log = logging.getLogger(__name__)
+
+MIN_SCALE = 1e-8  # smallest quantization scale: an all-zero row gives codes 0, never a division by 0
+COMPILE_ENV = "VGGTQ_COMPILE"
+_compile_override: Optional[bool] = None
+
+
+def set_compile(enabled: Optional[bool]) -> None:
+    """Force ``torch.compile`` of the element-wise passes on or off (None: back to ``$VGGTQ_COMPILE``)."""
+    global _compile_override
+    _compile_override = enabled
+
+
+def compile_enabled() -> bool:
+    if _compile_override is not None:
+        return _compile_override
+    return os.environ.get(COMPILE_ENV, "1") != "0"
+
+
+class MaybeCompiled:
+    """Calls ``function`` through ``torch.compile(dynamic=True)`` when compilation is enabled, else eagerly."""
+
+    def __init__(self, function: Callable) -> None:
+        self.function = function
+        self._compiled: Optional[Callable] = None
+        self._broken = False
+
+    def __call__(self, *args):
+        if self._broken or not compile_enabled():
+            return self.function(*args)
+        if self._compiled is None:
+            self._compiled = torch.compile(self.function, dynamic=True)
+        try:
+            return self._compiled(*args)
+        except Exception as exc:  # a missing compiler must cost speed, not correctness
+            log.warning("torch.compile of %s failed (%s: %s); using the eager version", self.function.__name__,
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            self._broken = True
+            return self.function(*args)
+
+
+def quantize_per_token(x: torch.Tensor, qmax: int, clip: torch.Tensor, divisor: Optional[torch.Tensor] = None
+                       ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric dynamic per-token quantization of x [M, K]: int8 codes in [-qmax - 1, qmax] and float32
+    scales [M, 1] = clip * max|x_row| / qmax (at least ``MIN_SCALE``). ``divisor`` [K] (float32 x only):
+    quantize x / divisor, a trailing smoothing step fused into this pass."""
+    x = x.float()
+    if divisor is not None:
+        x = x / divisor
+    scale = (x.abs().amax(dim=-1, keepdim=True) * clip / qmax).clamp(min=MIN_SCALE)
+    codes = torch.clamp(torch.round(x / scale), -qmax - 1, qmax)
+    return codes.to(torch.int8), scale
+
+
+def dequantize_output(acc: torch.Tensor, a_scale: torch.Tensor, w_scale: torch.Tensor,
+                      bias: Optional[torch.Tensor], out_dtype: torch.dtype) -> torch.Tensor:
+    """int32 accumulator [M, N] -> acc * a_scale [M, 1] * w_scale [1, N] + bias [N], in ``out_dtype``.
+
+    In place on the one float32 buffer, so the eager version makes a single allocation."""
+    y = acc.to(torch.float32)
+    y.mul_(a_scale).mul_(w_scale)
+    if bias is not None:
+        y.add_(bias)
+    return y.to(out_dtype)
+
+
+def quantize_rows(x: torch.Tensor, in_features: int, qmax: int, clip: torch.Tensor,
+                  divisor: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_per_token`` (fused) of x [..., K] viewed as [M, K]: what every integer backend does first."""
+    return fused_quantize_per_token(x.reshape(-1, in_features), qmax, clip, divisor)
+
+
+fused_quantize_per_token = MaybeCompiled(quantize_per_token)
+fused_dequantize_output = MaybeCompiled(dequantize_output)

@@ -1,0 +1,145 @@
+"""Registry of quantized-Linear backends, chosen by what they support and their priority.
+
+A backend computes ``y = dequant(Q_a(x) @ W_q^T) + b`` for one Linear from the canonical quantized
+weights (int8 codes or packed int4, scales, bias): the same tensors whatever the backend, so checkpoints
+stay backend-independent. It declares ``supports(spec, device, capability)`` (``None`` when it can run,
+else the reason it cannot), ``prepare`` (one-time re-layout for its kernel; the result is never saved)
+and ``forward``. Backends own their per-call constraints (e.g. CUDA ``_int_mm`` needs M > 16, so small
+M is padded there).
+
+``select_backend`` returns the highest-priority backend that supports a layer, or ``None``: the caller
+then runs its fake-quant reference, the last fallback and the correctness oracle. The choice is logged
+once per (backend, spec, device) at INFO, the rejected backends and why at DEBUG.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Capability = Optional[Tuple[int, int]]  # CUDA compute capability, None elsewhere
+
+
+@dataclass(frozen=True)
+class LinearSpec:
+    """What a backend needs to know of one quantized Linear: shape and number formats.
+
+    ``w_bits``/``a_bits`` None means that side stays in float. Granularities as in the quantizers:
+    weights ``per_channel``/``per_group``/``per_tensor``, activations ``per_token``/``per_tensor``.
+    ``w_packed``: two 4-bit weight codes per byte (low nibble = even column).
+    """
+
+    in_features: int
+    out_features: int
+    w_bits: Optional[int]
+    a_bits: Optional[int]
+    w_symmetric: bool = True
+    w_granularity: str = "per_channel"
+    w_packed: bool = False
+    a_symmetric: bool = True
+    a_granularity: str = "per_token"
+    a_dynamic: bool = True
+
+    def label(self) -> str:
+        bits = f"w{self.w_bits or 16}a{self.a_bits or 16}"
+        return f"{bits} {self.in_features}->{self.out_features}"
+
+
+@dataclass
+class QuantizedWeights:
+    """The canonical tensors of a frozen layer (as stored in checkpoints), plus the activation clip.
+
+    qweight: int8 [N, K], or uint8 [N, K/2] packed int4. w_scale: [N, 1] (per channel) or [1, 1].
+    act_clip: float32 scalar tensor, the ratio applied to each token's absmax before it becomes a scale.
+    """
+
+    qweight: torch.Tensor
+    w_scale: torch.Tensor
+    w_zero: Optional[torch.Tensor]
+    bias: Optional[torch.Tensor]
+    act_clip: torch.Tensor
+
+
+def symmetric_int_spec(spec: LinearSpec) -> Optional[str]:
+    """Why an integer-GEMM backend cannot run ``spec`` (None if it can): symmetric per-channel (or
+    per-tensor) weights and dynamic symmetric per-token activations, both at most 8 bits."""
+    if spec.w_bits is None or spec.a_bits is None:
+        return "weight-only or activation-only quantization has no integer GEMM"
+    if not (spec.w_symmetric and spec.a_symmetric):
+        return "asymmetric grids (zero points) are not supported"
+    if spec.w_granularity not in ("per_channel", "per_tensor"):
+        return f"{spec.w_granularity} weights are not supported"
+    if spec.a_granularity != "per_token" or not spec.a_dynamic:
+        return "only dynamic per-token activations are supported"
+    return None
+
+
+class LinearBackend:
+    """Base class: subclasses set ``name`` and ``priority`` (higher wins) and implement the three methods."""
+
+    name = ""
+    priority = 0
+
+    def supports(self, spec: LinearSpec, device: torch.device, capability: Capability) -> Optional[str]:
+        raise NotImplementedError
+
+    def prepare(self, weights: QuantizedWeights, spec: LinearSpec) -> Any:
+        raise NotImplementedError
+
+    def forward(self, state: Any, x: torch.Tensor, out_dtype: torch.dtype,
+                divisor: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: the transformed activations [..., K], still to be divided by ``divisor`` [K] if given (a
+        trailing smoothing step, fused into the quantization pass); returns [..., N] in ``out_dtype``."""
+        raise NotImplementedError
+
+
+_BACKENDS: Dict[str, LinearBackend] = {}
+_LOGGED = set()
+
+
+def register_backend(backend: LinearBackend) -> LinearBackend:
+    if not backend.name or backend.name in ("auto", "reference"):
+        raise ValueError(f"invalid backend name {backend.name!r}")
+    if backend.name in _BACKENDS:
+        raise ValueError(f"backend {backend.name!r} is already registered")
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def backends() -> List[LinearBackend]:
+    """Registered backends, best first."""
+    return sorted(_BACKENDS.values(), key=lambda b: -b.priority)
+
+
+def get_backend(name: str) -> LinearBackend:
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from auto, reference, {', '.join(_BACKENDS)}")
+    return _BACKENDS[name]
+
+
+def device_capability(device: torch.device) -> Capability:
+    return torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+
+
+def select_backend(spec: LinearSpec, device: torch.device, capability: Capability = None) -> Optional[LinearBackend]:
+    """The best backend that supports ``spec`` on ``device`` (of ``capability``, by default the device's),
+    or None (use the fake-quant reference)."""
+    capability = capability or device_capability(device)
+    rejected = []
+    chosen = None
+    for backend in backends():
+        reason = backend.supports(spec, device, capability)
+        if reason is None:
+            chosen = backend
+            break
+        rejected.append(f"{backend.name}: {reason}")
+    key = (chosen.name if chosen else "reference", spec, str(device))
+    if key not in _LOGGED:
+        _LOGGED.add(key)
+        log.info("quantized Linear %s on %s: backend %s", spec.label(), device, key[0])
+        for line in rejected:
+            log.debug("  skipped %s", line)
+    return chosen
