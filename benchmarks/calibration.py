@@ -102,21 +102,32 @@ def cost(preset: str, samples: int, epochs: int) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def vggt_1b_projection(measured: dict, samples: int = 40, frames: int = 10, tokens_per_frame: int = 1041,
-                       epochs: int = 15, measured_epochs: int = 5, measured_samples: int = 8) -> dict:
-    """Scale the measured per-block time by the block FLOPs (12 C^2 per token for the Linears, x3 for
-    forward+backward, attention ignored) and the step count; memory = cached inputs and targets (fp32)."""
-    dim, blocks = 1024, 48
+def block_flops(dim: int, frames: int, tokens_per_frame: int) -> float:
+    """Forward FLOPs of one aggregator block on one window, averaged over frame and global blocks:
+    Linears 24 C^2 per token, attention 4 N^2 C (N = P for frame blocks, S * P for global blocks)."""
     tokens = frames * tokens_per_frame
-    flops_1b = 12 * dim ** 2 * tokens
-    flops_measured = 12 * measured["embed_dim"] ** 2 * measured["tokens_per_window"]
-    steps_ratio = (epochs * samples) / (measured_epochs * measured_samples)
-    seconds = measured["seconds"] / measured["blocks"] * blocks * (flops_1b / flops_measured) * steps_ratio
-    cache = 2 * samples * tokens * dim * 4
-    return {"assumptions": {"samples": samples, "frames": frames, "tokens_per_frame": tokens_per_frame,
-                            "epochs": epochs},
-            "cpu_hours_at_measured_throughput": round(seconds / 3600, 1),
-            "cached_block_io_bytes": cache, "weights_fp32_bytes": 5_026_150_064}
+    linears = 24 * dim ** 2 * tokens
+    frame_attention = 4 * tokens_per_frame ** 2 * dim * frames
+    global_attention = 4 * tokens ** 2 * dim
+    return linears + (frame_attention + global_attention) / 2
+
+
+def calibration_flops(blocks: int, samples: int, epochs: int, dim: int, frames: int, tokens_per_frame: int) -> float:
+    """Training FLOPs of a calibration: forward + backward (3x forward) per block, window and epoch."""
+    return 3 * block_flops(dim, frames, tokens_per_frame) * samples * epochs * blocks
+
+
+def vggt_1b_projection(measured: dict, measured_epochs: int, measured_samples: int) -> dict:
+    """VGGT-1B calibration (40 windows of 10 frames at 518x392, 15 epochs, 48 blocks) in FLOPs, next to
+    the measured run's FLOPs and throughput. Memory: block inputs and targets cached in fp32."""
+    frames = measured["tokens_per_window"] // (5 + 16 * 12)
+    measured_flops = calibration_flops(measured["blocks"], measured_samples, measured_epochs, measured["embed_dim"],
+                                       frames, measured["tokens_per_window"] // frames)
+    flops = calibration_flops(48, 40, 15, 1024, 10, 1041)
+    return {"vggt_1b_calibration_pflop": round(flops / 1e15, 1),
+            "measured_calibration_gflop": round(measured_flops / 1e9, 1),
+            "measured_effective_gflop_per_s": round(measured_flops / measured["seconds"] / 1e9, 2),
+            "cached_block_io_bytes": 2 * 40 * 10 * 1041 * 1024 * 4, "weights_fp32_bytes": 5_026_150_064}
 
 
 def main() -> None:
