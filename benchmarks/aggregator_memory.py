@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from reporting import emit  # benchmarks/reporting.py (the script's folder is on sys.path)
 
 _CHILD = textwrap.dedent("""
     import json, sys, threading, time
@@ -86,11 +87,7 @@ def main() -> None:
         "analytic_saved_bytes": (config.aggregator.depth - kept) * layer_bytes,
         "layers_kept": kept, "layers_total": config.aggregator.depth,
     }
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from vggt_quant_core.eval.fidelity import FIDELITY_KEYS, compare_outputs
 from vggt_quant_core.eval.fidelity_bench import scene_windows
 from vggt_quant_core.presets import build_preset, get_preset
 from vggt_quant_core.quant import QuantConfig, quantize
+from reporting import emit  # benchmarks/reporting.py (the script's folder is on sys.path)
 
 WIDTH, HEIGHT, WINDOW = 224, 168, 4
 
@@ -185,10 +186,7 @@ def main() -> None:
     report["D_cost"] = {**costs, "vggt_1b_projection": vggt_1b_projection(costs["vggt-outlier"],
                                                                           measured_epochs=args.epochs,
                                                                           measured_samples=args.samples)}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

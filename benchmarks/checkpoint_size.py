@@ -7,13 +7,13 @@ float32) vs the whole model in fp16/fp32.
 """
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from vggt_quant_core.model import VGGT
 from vggt_quant_core.quant import QuantConfig, quantize, size_report
+from reporting import emit  # benchmarks/reporting.py (the script's folder is on sys.path)
 
 
 def main() -> None:
@@ -31,10 +31,7 @@ def main() -> None:
             report["self_contained_file_bytes"] = report["quantized_layers_bytes"] + report["unquantized_fp32_bytes"]
             rows.append({"weights": f"w{bits}", "layers": "aggregator+dino+camera_trunk" if extras else "aggregator",
                          **report})
-    text = json.dumps({"benchmark": "checkpoint_size", "model": "VGGT-1B", "rows": rows}, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit({"benchmark": "checkpoint_size", "model": "VGGT-1B", "rows": rows}, args.out)
 
 
 if __name__ == "__main__":

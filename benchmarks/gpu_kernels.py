@@ -21,7 +21,6 @@ Usage: python benchmarks/gpu_kernels.py [--frames 10] [--repeats 20] [--no-cutla
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -40,6 +39,7 @@ from vggt_quant_core.kernels.registry import backends, device_capability
 from vggt_quant_core.model import VGGTConfig
 from vggt_quant_core.quant import QuantConfig, QuantLinear
 from vggt_quant_core.quant.api import build_transform
+from reporting import emit  # benchmarks/reporting.py (the script's folder is on sys.path)
 
 TOKENS_PER_FRAME = 1374  # VGGT-1B at 518x518
 CONFIGS = {"w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4)}
@@ -144,11 +144,7 @@ def main() -> int:
         x = torch.randn(args.frames * TOKENS_PER_FRAME, n, device=device)
         report["hadamard_ms"][str(n)] = {name: cuda_ms(lambda: hadamard_transform(x, name), args.repeats)
                                          for name in ("cuda-fht", "kronecker") if HADAMARD_BACKENDS[name][0](x)}
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

@@ -7,7 +7,6 @@ milliseconds, speed-up over dense, and max relative error against the dense prod
 """
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -17,6 +16,7 @@ import torch
 
 from vggt_quant_core.kernels import hadamard_matrix
 from vggt_quant_core.kernels.hadamard import BACKENDS
+from reporting import emit  # benchmarks/reporting.py (the script's folder is on sys.path)
 
 
 def butterfly(x: torch.Tensor) -> torch.Tensor:
@@ -67,10 +67,7 @@ def main() -> None:
         for row in rows.values():
             row["speedup_vs_dense"] = round(rows["dense_matmul"]["median_ms"] / row["median_ms"], 2)
         report["sizes"][str(n)] = rows
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

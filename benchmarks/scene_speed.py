@@ -12,7 +12,6 @@ per image size, with the machine's load average before and after (other processe
 """
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 
 from vggt_quant_core.data import generate_sequence
+from reporting import emit  # benchmarks/reporting.py (the script's folder is on sys.path)
 
 SIZES = {"112x112": (112, 112), "518x392": (518, 392)}
 
@@ -57,11 +57,7 @@ def main() -> None:
                           # 1-minute load averages around the run: above the core count, others shared the CPU.
                           "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
               "sizes": sizes}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

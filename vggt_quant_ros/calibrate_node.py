@@ -13,12 +13,11 @@ sample windows. An interrupted run (Ctrl-C) resumes when the same command is run
 import argparse
 import logging
 import sys
-import traceback
 from typing import List, Optional
 
 from vggt_quant_core.cli.calibrate import add_calibration_arguments, run_with_sources
+from vggt_quant_core.cli.main import run_reporting_errors
 from vggt_quant_core.data.bags import bag_sources
-from vggt_quant_core.model import CheckpointError
 
 log = logging.getLogger("vggt_quant")
 
@@ -44,22 +43,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         stream=sys.stderr, force=True)
-    try:
+
+    def calibrate_bags() -> int:
         sources, found = bag_sources(args.bag, args.topic, args.max_gap)
         for bag, topics in found.items():
             log.info("%s: %s", bag, ", ".join(f"{topic} ({count} frames)" for topic, count in topics.items()))
         topics = sorted({source.stream.topic for source in sources})
         return run_with_sources(args, sources, {"bags": [str(b) for b in args.bag], "topics": topics})
-    except (CheckpointError, ValueError, OSError) as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"calibrate: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        work_dir = args.work_dir or args.out.with_name(args.out.name + ".work")
-        print(f"calibrate: interrupted; progress is kept in {work_dir}: run the same command again to resume "
-              "(no checkpoint was written)", file=sys.stderr)
-        return 130
+
+    work_dir = args.work_dir or args.out.with_name(args.out.name + ".work")
+    return run_reporting_errors("calibrate", args.verbose, calibrate_bags,
+                                f"interrupted; progress is kept in {work_dir}: run the same command again to "
+                                "resume (no checkpoint was written)")
 
 
 if __name__ == "__main__":

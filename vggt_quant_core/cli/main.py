@@ -4,7 +4,7 @@ import argparse
 import logging
 import sys
 import traceback
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from ..model import CheckpointError
 from . import bench, calibrate, demo, infer, quantize, scenes
@@ -23,19 +23,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_reporting_errors(prog: str, verbose: bool, body: Callable[[], Optional[int]],
+                         interrupted: str = "interrupted (files are written atomically: none is half-written)") -> int:
+    """Run a command: bad input is reported in one line (exit 2), a traceback only with ``verbose``;
+    Ctrl-C exits 130 with ``interrupted``."""
+    try:
+        return body() or 0
+    except (CheckpointError, ValueError, OSError) as exc:
+        if verbose:
+            traceback.print_exc()
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: {interrupted}", file=sys.stderr)
+        return 130
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
-    try:
-        return args.run(args) or 0
-    except (CheckpointError, ValueError, OSError) as exc:
-        # Bad input is reported in one line; a traceback only with --verbose.
-        if args.verbose:
-            traceback.print_exc()
-        print(f"vggt-quant {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"vggt-quant {args.command}: interrupted (files are written atomically: none is half-written)",
-              file=sys.stderr)
-        return 130
+    return run_reporting_errors(f"vggt-quant {args.command}", args.verbose, lambda: args.run(args))
