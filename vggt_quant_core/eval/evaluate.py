@@ -19,6 +19,9 @@ from .metrics import depth_metrics, point_map_metrics, pose_metrics, relative_po
 log = logging.getLogger(__name__)
 
 BASELINE = "baseline_identity_poses_constant_depth"
+# The metrics reported in tables (the papers' headline numbers), in table order.
+HEADLINE_METRICS = ("auc@30", "auc@15", "auc@5", "auc@3", "abs_rel", "delta<1.25", "accuracy", "completeness",
+                    "normal_consistency")
 BASELINE_DESCRIPTION = ("every camera at the identity pose, every pixel at the same depth (after median scaling: "
                         "the frame's median ground-truth depth), points from that depth with the true intrinsics")
 

@@ -20,7 +20,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-from ..eval.evaluate import evaluate_model
+from ..eval.evaluate import HEADLINE_METRICS, evaluate_model
 from ..fileio import atomic_path, write_text_atomic
 from ..model import VGGT, save_vggt
 from .dataset import WindowSampler, window_batch
@@ -29,9 +29,6 @@ from .losses import LossWeights, vggt_loss
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Validation metrics kept in the log (the full report has many more).
-VALIDATION_KEYS = ("auc@30", "auc@15", "auc@5", "auc@3", "abs_rel", "delta<1.25", "accuracy", "completeness",
-                   "normal_consistency")
 
 
 @dataclass(frozen=True)
@@ -81,7 +78,7 @@ def _validate(model: VGGT, settings: TrainSettings, width: int, height: int) -> 
         report = evaluate_model(model, seeds, settings.validation_frames, width, height)
     finally:
         model.train()
-    return {key: round(report["model"][key], 4) for key in VALIDATION_KEYS}
+    return {key: round(report["model"][key], 4) for key in HEADLINE_METRICS}
 
 
 def train(model: VGGT, cache: Dict[str, np.ndarray], out: Path, settings: TrainSettings = TrainSettings(),
