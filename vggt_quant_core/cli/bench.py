@@ -12,6 +12,7 @@ from ..fileio import write_text_atomic
 from ..inference import resolve_device
 from ..presets import PRESETS, load_model
 from ..quant import RECIPES, parse_bits
+from . import bench_accuracy
 
 log = logging.getLogger("vggt_quant")
 
@@ -24,7 +25,7 @@ def load_model_spec(spec: str, device: torch.device):
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("bench", help="benchmarks (fidelity of quantized models)")
+    parser = commands.add_parser("bench", help="benchmarks (fidelity and accuracy of quantized models)")
     kinds = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     fidelity = kinds.add_parser("fidelity", help="output error of every method x bits vs full precision",
                                 description="Quantize the model with each method and bit-width and report the "
@@ -43,6 +44,7 @@ def add_parser(commands) -> None:
     fidelity.add_argument("--device", default="auto")
     fidelity.add_argument("--json", type=Path, help="write the report here")
     fidelity.set_defaults(run=run_fidelity_command)
+    bench_accuracy.add_parser(kinds)
 
 
 def run_fidelity_command(args: argparse.Namespace) -> int:
