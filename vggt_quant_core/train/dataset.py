@@ -99,7 +99,7 @@ class WindowSampler:
     resumed run sees exactly the windows an uninterrupted one would."""
 
     batch: int = 1
-    min_frames: int = 4
+    min_frames: int = 2
     max_frames: int = 10
     strides: Sequence[int] = (1, 2)
     seed: int = 0

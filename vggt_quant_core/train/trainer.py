@@ -33,7 +33,7 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 15000
+    steps: int = 16000
     lr: float = 4e-4
     min_lr: float = 1e-5            # cosine decay ends here
     warmup_steps: int = 500         # linear warm-up from 0
@@ -47,6 +47,8 @@ class TrainSettings:
     validation_scenes: int = 8
     validation_frames: int = 10
     validation_first_seed: int = 900_000  # training-range seeds never cached for training
+    layer_scale_init: float = 0.1   # LayerScale of aggregator and camera-trunk blocks at the start (see initialise)
+    fov_init: float = 1.0           # field of view (radians) the camera head starts from (see initialise)
 
     def __post_init__(self):
         if self.precision not in AUTOCAST_DTYPES:
@@ -62,6 +64,29 @@ class TrainSettings:
             return self.lr * (step + 1) / self.warmup_steps
         progress = (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps)
         return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def initialise(model: VGGT, settings: TrainSettings) -> None:
+    """Training-time initialisation of a fresh model (the architecture is unchanged).
+
+    * LayerScale: VGGT's init value 0.01 (meant for long training of a deep model) keeps the alternating
+      attention blocks near no-ops for thousands of steps of a short CPU training; the heads then learn from
+      the patch embedding alone and the camera head, seeing the same camera token in every frame, predicts
+      one pose for all (observed: gammas shrank to 0.005 by step 2000, poses constant). ``layer_scale_init``
+      starts the blocks stronger.
+    * Field of view: the camera head's FoV goes through a ReLU; a random start below zero is a dead unit
+      that never learns (observed for fov_w). The last pose layer's FoV biases start at ``fov_init`` divided
+      by the head's iterations (its deltas add up over the iterations), so every iteration starts positive.
+    """
+    blocks = [*model.aggregator.frame_blocks, *model.aggregator.global_blocks]
+    if model.camera_head is not None:
+        blocks += list(model.camera_head.trunk)
+        iterations = model.camera_head.config.num_iterations
+        model.camera_head.pose_branch.fc2.bias[7:9] = settings.fov_init / iterations
+    for block in blocks:
+        block.ls1.gamma.fill_(settings.layer_scale_init)
+        block.ls2.gamma.fill_(settings.layer_scale_init)
 
 
 def _optimizer(model: VGGT, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -114,6 +139,8 @@ def train(model: VGGT, cache: Dict[str, np.ndarray], out: Path, settings: TrainS
         scaler.load_state_dict(state["scaler"])
         start, record = int(state["step"]), saved
         log_fn(f"train: resuming at step {start} of {settings.steps}")
+    else:
+        initialise(model, settings)
     record["sessions"].append({"start_step": start, "command": sys.argv, "device": str(device),
                                "threads": torch.get_num_threads(), "torch": torch.__version__,
                                "python": platform.python_version(), "machine": platform.machine()})
