@@ -88,7 +88,7 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            "quantization benchmark model, not a reconstruction model",
            _small_config(224, 128, 6, (1, 3, 4, 5)), image_size=224, post_init=inject_outliers),
 ]}
-DEFAULT_PRESET = "vggt-tiny-random"
+DEFAULT_PRESET = TRAINED_DEFAULT
 
 
 def get_preset(name: str) -> Preset:

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("accuracy: %s, %d methods x %d bit-widths, %d held-out scenes x %s frames at %dx%d", description,
              len(methods), len(bit_pairs), settings.scenes, args.frames, width, height)
     report = run_accuracy(model, methods, bit_pairs, settings, width, height)
-    report.update({"model": description, "command": ["vggt-quant", *sys.argv[1:]]})
+    arguments = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "run"}
+    report.update({"model": description, "argv": sys.argv, "arguments": arguments})
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=1) + "\n")
         log.info("wrote %s", args.json)
