@@ -16,7 +16,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(exclude=["test", "test.*"]),
-    package_data={"vggt_quant_core.kernels": ["csrc/*.cu", "csrc/*.cpp", "csrc/*.h"]},  # JIT-built CUDA sources
+    # JIT-built CUDA sources, and the trained default model (preset vggt-tiny-synth)
+    package_data={"vggt_quant_core.kernels": ["csrc/*.cu", "csrc/*.cpp", "csrc/*.h"],
+                  "vggt_quant_core": ["weights/*.safetensors"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

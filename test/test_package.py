@@ -64,4 +64,5 @@ def test_colcon_build_installs_the_ament_package(tmp_path):
                                            "rviz/vggt_quant_ros.rviz")] == [True] * 3
     site = next(install.glob("lib/python*/site-packages"))
     assert (site / "vggt_quant_core" / "model" / "vggt.py").exists()
+    assert (site / "vggt_quant_core" / "weights" / "vggt-tiny-synth.safetensors").is_file()  # the default model
     assert re.search(r"Summary: 1 package finished", result.stdout + result.stderr)

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 VGGT_1B_URL = "https://huggingface.co/facebook/VGGT-1B/resolve/main/model.pt"
 VGGT_1B_ENV = "VGGT_QUANT_VGGT1B"
 VGGT_1B_DEFAULT_PATH = Path.home() / ".cache" / "vggt_quant" / "VGGT-1B" / "model.pt"
+# Weights shipped inside the package (package data, see setup.py).
+PACKAGED_WEIGHTS = Path(__file__).resolve().parent / "weights"
+TRAINED_DEFAULT = "vggt-tiny-synth"
 
 
 def vggt_1b_weights() -> Path:
@@ -27,6 +30,17 @@ def vggt_1b_weights() -> Path:
             f"VGGT-1B weights not found at {path}. Download model.pt (5 GB) from {VGGT_1B_URL} "
             f"to that path, or set {VGGT_1B_ENV}=/path/to/model.pt")
     return path
+
+
+def packaged_weights(name: str) -> Callable[[], Path]:
+    """A ``Preset.weights`` callable for a file of ``PACKAGED_WEIGHTS``."""
+    def locate() -> Path:
+        path = PACKAGED_WEIGHTS / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing: the package was installed without its weights "
+                                  "(reinstall it; setup.py lists them as package data)")
+        return path
+    return locate
 
 
 @dataclass(frozen=True)
@@ -40,15 +54,16 @@ class Preset:
     post_init: Optional[Callable[[VGGT], VGGT]] = None  # applied to the seeded initialisation
 
 
-def _small_config(img_size: int, embed_dim: int, depth: int, levels) -> VGGTConfig:
+def _small_config(img_size: int, embed_dim: int, depth: int, levels, patch_embed_depth: int = 2,
+                  head_dim: int = 16, dpt_channels=(16, 32, 64, 64)) -> VGGTConfig:
     """A small VGGT: same module types as VGGT-1B, smaller widths and depths, no track head."""
-    heads = embed_dim // 16
-    dpt = {"dim_in": 2 * embed_dim, "features": 32, "out_channels": [16, 32, 64, 64],
+    heads = embed_dim // head_dim
+    dpt = {"dim_in": 2 * embed_dim, "features": 32, "out_channels": list(dpt_channels),
            "intermediate_layer_idx": list(levels)}
     return VGGTConfig.from_dict({
         "img_size": img_size, "embed_dim": embed_dim,
         "aggregator": {"depth": depth, "num_heads": heads},
-        "patch_embed": {"depth": 2, "num_heads": heads},
+        "patch_embed": {"depth": patch_embed_depth, "num_heads": heads},
         "camera_head": {"dim_in": 2 * embed_dim, "trunk_depth": 1, "num_heads": heads},
         "depth_head": {**dpt, "output_dim": 2, "activation": "exp"},
         "point_head": {**dpt, "output_dim": 4, "activation": "inv_log"},
@@ -59,6 +74,12 @@ def _small_config(img_size: int, embed_dim: int, depth: int, levels) -> VGGTConf
 PRESETS: Dict[str, Preset] = {p.name: p for p in [
     Preset("vggt-1b", "official VGGT-1B (1.26B parameters), weights supplied by the user",
            VGGTConfig(), image_size=518, weights=vggt_1b_weights),
+    Preset(TRAINED_DEFAULT, "5.1M-parameter VGGT trained from scratch on generated scenes (112x84 input, "
+           "weights in the package): reconstructs indoor-like scenes it was trained for; made by "
+           "`vggt-quant train` (README: the trained default model)",
+           _small_config(112, 128, 6, (1, 3, 4, 5), patch_embed_depth=3, head_dim=32,
+                         dpt_channels=(32, 64, 128, 128)),
+           image_size=112, weights=packaged_weights(f"{TRAINED_DEFAULT}.safetensors")),
     Preset("vggt-tiny-random", "untrained 1.3M-parameter VGGT (seeded weights): exercises the whole "
            "pipeline in seconds; its reconstructions are meaningless",
            _small_config(224, 64, 4, (0, 1, 2, 3)), image_size=224),
@@ -67,7 +88,7 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            "quantization benchmark model, not a reconstruction model",
            _small_config(224, 128, 6, (1, 3, 4, 5)), image_size=224, post_init=inject_outliers),
 ]}
-DEFAULT_PRESET = "vggt-tiny-random"
+DEFAULT_PRESET = TRAINED_DEFAULT
 
 
 def get_preset(name: str) -> Preset:

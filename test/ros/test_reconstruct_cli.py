@@ -79,4 +79,4 @@ def test_the_preset_runs_from_the_parameter_file_and_sigint_stops_it_cleanly():
             process.kill()
             raise
     assert process.returncode == 0, output
-    assert "Traceback" not in output and "model ready: preset vggt-tiny-random" in output, output
+    assert "Traceback" not in output and "model ready: preset vggt-tiny-synth" in output, output

@@ -16,6 +16,7 @@ from ..kernels.elementwise import set_compile
 from ..model import VGGT, VGGTConfig
 from ..presets import PRESETS, get_preset, load_model
 from ..quant import RECIPES, parse_bits
+from . import bench_accuracy
 
 log = logging.getLogger("vggt_quant")
 
@@ -28,7 +29,7 @@ def load_model_spec(spec: str, device: torch.device):
 
 
 def add_parser(commands) -> None:
-    parser = commands.add_parser("bench", help="benchmarks (fidelity and speed of quantized models)")
+    parser = commands.add_parser("bench", help="benchmarks of quantized models: fidelity, accuracy, speed")
     kinds = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     fidelity = kinds.add_parser("fidelity", help="output error of every method x bits vs full precision",
                                 description="Quantize the model with each method and bit-width and report the "
@@ -47,6 +48,7 @@ def add_parser(commands) -> None:
     fidelity.add_argument("--device", default="auto")
     fidelity.add_argument("--json", type=Path, help="write the report here")
     fidelity.set_defaults(run=run_fidelity_command)
+    bench_accuracy.add_parser(kinds)
     add_speed_parser(kinds)
 
 

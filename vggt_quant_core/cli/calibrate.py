@@ -8,6 +8,7 @@ from ..calib import METHODS, STRATEGIES, CalibrationSettings, SamplePool, folder
 from ..calib.calibrate import calibrate_to_checkpoint
 from ..fileio import write_text_atomic
 from ..inference import resolve_device
+from ..presets import DEFAULT_PRESET
 from ..quant import parse_bits
 from .bench import load_model_spec
 
@@ -16,7 +17,8 @@ log = logging.getLogger("vggt_quant")
 
 def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared with the ROS ``calibrate`` node."""
-    parser.add_argument("--model", default="vggt-1b", help="base model: preset name or checkpoint (default vggt-1b)")
+    parser.add_argument("--model", default=DEFAULT_PRESET,
+                        help="base model: preset name or checkpoint (default %(default)s)")
     parser.add_argument("--method", default="dsfq", choices=sorted(METHODS),
                         help="dsfq (QuantVGGT), fgq (Fisher-guided FlatQuant), dsfq-fisher, rtn (no learning)")
     parser.add_argument("--bits", default="w4a4", help="wXaY (default w4a4)")

@@ -19,14 +19,15 @@ from PIL import Image
 
 from ..data import HELD_OUT_SEED_BASE, TRAJECTORIES, RenderedSequence, generate_sequence
 from ..data.bags import STORAGES, image_topic, read_bag
-from ..eval.evaluate import BASELINE, Scored, align_extrinsics, ground_truth_points, score, trivial_prediction
+from ..eval.evaluate import (BASELINE, HEADLINE_METRICS, Scored, align_extrinsics, ground_truth_points, score,
+                             trivial_prediction)
 from ..eval.metrics import pose_metrics
 from ..export.colormap import colorize_depth
 from ..export.preview import Panel, Trajectory, render_preview
 from ..fileio import atomic_path, write_text_atomic
 from ..inference import Reconstruction, colored_points, resolve_device
 from ..presets import DEFAULT_PRESET, get_preset, load_model
-from .eval import TABLE_ROWS, default_height
+from .eval import default_height
 from .infer import add_model_arguments, add_output_arguments, reconstruct_images
 from .scenes import read_ground_truth, write_scene
 
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
 def _screen(report: dict, out: Path, summary: dict) -> str:
     """The one-screen summary."""
     rows = [f"{'':<22}{'model':>10}{'baseline':>10}"]
-    for name in TABLE_ROWS:
+    for name in HEADLINE_METRICS:
         values = [report[key][name] for key in ("model", BASELINE)]
         rows.append(f"{name:<22}" + "".join("       nan" if math.isnan(v) else f"{v:>10.3f}" for v in values))
     seconds = report["seconds"]

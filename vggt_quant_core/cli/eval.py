@@ -7,16 +7,13 @@ import math
 from pathlib import Path
 
 from ..data import HELD_OUT_SEED_BASE, TRAJECTORIES
-from ..eval.evaluate import BASELINE, BASELINE_DESCRIPTION, evaluate_model
+from ..eval.evaluate import BASELINE, BASELINE_DESCRIPTION, HEADLINE_METRICS, evaluate_model
 from ..eval.metrics import __doc__ as METRIC_DEFINITIONS
 from ..fileio import write_text_atomic
 from ..inference import PRECISIONS, resolve_device
 from ..presets import DEFAULT_PRESET, PRESETS, load_model
 
 log = logging.getLogger("vggt_quant")
-
-TABLE_ROWS = ["auc@30", "auc@15", "auc@5", "auc@3", "abs_rel", "delta<1.25", "accuracy", "completeness",
-              "normal_consistency"]
 
 
 def add_parser(commands) -> None:
@@ -58,7 +55,7 @@ def default_height(width: int, patch_size: int) -> int:
 def format_table(report: dict) -> str:
     """The one-screen comparison: one row per headline metric, model next to baseline."""
     lines = [f"{'metric':<20}{'model':>10}{'baseline':>10}"]
-    for name in TABLE_ROWS:
+    for name in HEADLINE_METRICS:
         values = [report[key][name] for key in ("model", BASELINE)]
         lines.append(f"{name:<20}" + "".join("       nan" if math.isnan(v) else f"{v:>10.3f}" for v in values))
     return "\n".join(lines)

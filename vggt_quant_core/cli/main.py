@@ -7,7 +7,7 @@ import traceback
 from typing import Callable, List, Optional
 
 from ..model import CheckpointError
-from . import bench, calibrate, demo, infer, quantize, scenes
+from . import bench, calibrate, demo, infer, quantize, scenes, train
 from . import eval as evaluate
 
 log = logging.getLogger("vggt_quant")
@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (infer, demo, scenes, evaluate, quantize, calibrate, bench):
+    for module in (infer, demo, scenes, evaluate, quantize, calibrate, bench, train):
         module.add_parser(commands)
     return parser
 

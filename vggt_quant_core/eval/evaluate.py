@@ -4,12 +4,12 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..data import RenderedSequence, generate_sequence
+from ..data import RenderedSequence, SceneSequence, generate_sequence
 from ..data.trajectories import camera_centres
 from ..geometry import Sim3, unproject_depth_map_to_point_map
 from ..inference import predictions_to_reconstruction, run_vggt
@@ -19,6 +19,9 @@ from .metrics import depth_metrics, point_map_metrics, pose_metrics, relative_po
 log = logging.getLogger(__name__)
 
 BASELINE = "baseline_identity_poses_constant_depth"
+# The metrics reported in tables (the papers' headline numbers), in table order.
+HEADLINE_METRICS = ("auc@30", "auc@15", "auc@5", "auc@3", "abs_rel", "delta<1.25", "accuracy", "completeness",
+                    "normal_consistency")
 BASELINE_DESCRIPTION = ("every camera at the identity pose, every pixel at the same depth (after median scaling: "
                         "the frame's median ground-truth depth), points from that depth with the true intrinsics")
 
@@ -98,28 +101,48 @@ def evaluate_model(model: VGGT, seeds: Sequence[int], num_frames: int, width: in
         raise ValueError(f"--width and --height must be multiples of the patch size {patch}, got {width}x{height}")
     if num_frames < 2:
         raise ValueError("pose metrics need at least 2 frames per scene")
+    render_seconds = [0.0]
+
+    def rendered() -> Iterator[SceneSequence]:
+        for seed in seeds:
+            started = time.perf_counter()
+            sequence = generate_sequence(seed, num_frames, width, height, trajectory=trajectory)
+            render_seconds[0] += time.perf_counter() - started
+            yield sequence
+
+    report = evaluate_sequences(model, rendered(), precision)
+    report["seconds"] = {"render": round(render_seconds[0], 3), **report["seconds"]}
+    return report
+
+
+def evaluate_sequences(model: VGGT, sequences: Iterable[SceneSequence], precision: str = "auto",
+                       with_baseline: bool = True) -> dict:
+    """Reconstruct each sequence's first camera (frames at a multiple of the patch size, at least 2) and score
+    the model and (``with_baseline``) the baseline, as ``evaluate_model``; rendered sequences can be scored by
+    several models this way."""
     model_scores: List[Scored] = []
     baseline_scores: List[Scored] = []
     per_scene = []
-    seconds = {"render": 0.0, "inference": 0.0, "metrics": 0.0}
-    for index, seed in enumerate(seeds):
+    seconds = {"inference": 0.0, "metrics": 0.0}
+    for index, sequence in enumerate(sequences):
+        truth = sequence.cameras[0]
         started = time.perf_counter()
-        truth_sequence = generate_sequence(seed, num_frames, width, height, trajectory=trajectory)
-        truth = truth_sequence.cameras[0]
-        rendered = time.perf_counter()
         recon = reconstruct_frames(model, truth.images, precision)
         inferred = time.perf_counter()
         model_scores.append(score(recon.extrinsics, recon.depth, recon.points, truth))
-        baseline_scores.append(score(*trivial_prediction(truth), truth))
-        scored = time.perf_counter()
-        seconds["render"] += rendered - started
-        seconds["inference"] += inferred - rendered
-        seconds["metrics"] += scored - inferred
-        per_scene.append({"seed": int(seed), "trajectory": truth_sequence.trajectory, "kind": truth_sequence.kind,
-                          "model": summarise(model_scores[-1:]), "baseline": summarise(baseline_scores[-1:])})
-        log.info("scene %d/%d (seed %d, %s): model AUC@30 %.3f AbsRel %.3f | baseline AUC@30 %.3f AbsRel %.3f",
-                 index + 1, len(seeds), seed, truth_sequence.trajectory, per_scene[-1]["model"]["auc@30"],
-                 per_scene[-1]["model"]["abs_rel"], per_scene[-1]["baseline"]["auc@30"],
-                 per_scene[-1]["baseline"]["abs_rel"])
-    return {"model": summarise(model_scores), BASELINE: summarise(baseline_scores),
-            "per_scene": per_scene, "seconds": {k: round(v, 3) for k, v in seconds.items()}}
+        if with_baseline:
+            baseline_scores.append(score(*trivial_prediction(truth), truth))
+        seconds["inference"] += inferred - started
+        seconds["metrics"] += time.perf_counter() - inferred
+        per_scene.append({"seed": int(sequence.seed), "trajectory": sequence.trajectory, "kind": sequence.kind,
+                          "model": summarise(model_scores[-1:])})
+        if with_baseline:
+            per_scene[-1]["baseline"] = summarise(baseline_scores[-1:])
+        log.info("scene %d (seed %d, %s): %s", index + 1, sequence.seed, sequence.trajectory,
+                 " | ".join(f"{name} AUC@30 {scores['auc@30']:.3f} AbsRel {scores['abs_rel']:.3f}"
+                            for name, scores in per_scene[-1].items() if name in ("model", "baseline")))
+    report = {"model": summarise(model_scores), "per_scene": per_scene,
+              "seconds": {k: round(v, 3) for k, v in seconds.items()}}
+    if with_baseline:
+        report[BASELINE] = summarise(baseline_scores)
+    return report

@@ -5,11 +5,10 @@ for reporting outliers (max, kurtosis) before and after the transforms.
 """
 
 import contextlib
-from typing import Dict, Iterator, Mapping, Optional
+from typing import Callable, Dict, Iterator, Mapping, Optional
 
 import torch
-
-from .linear import QuantLinear
+from torch import nn
 
 
 class ActivationStats:
@@ -56,19 +55,31 @@ class ActivationStats:
 
 
 @contextlib.contextmanager
-def observe_inputs(layers: Mapping[str, QuantLinear], points: Mapping[str, Optional[int]], moments: bool = True
+def observe_inputs(layers: Mapping[str, nn.Module], points: Mapping[str, Optional[int]], moments: bool = True,
+                   token_groups: Optional[Mapping[str, Callable[[torch.Tensor], torch.Tensor]]] = None
                    ) -> Iterator[Dict[str, Dict[str, ActivationStats]]]:
     """While active, every call of a layer records statistics of its input after the first ``upto``
-    transform steps, for each named observation point (0 = raw input, None = fully transformed).
+    transform steps, for each named observation point (0 = raw input, None = fully transformed). Layers are
+    ``QuantLinear``s, or any module whose first argument is observed raw (points with ``upto`` 0 only).
 
-    Yields ``stats[layer_name][point_name]``.
+    Yields ``stats[layer_name][point_name]``. With ``token_groups`` (group name -> function selecting part
+    of an input [..., C], e.g. one kind of token), statistics are kept per group instead, under
+    ``stats[layer_name]["<point_name>/<group_name>"]``.
     """
-    stats = {name: {point: ActivationStats(moments) for point in points} for name in layers}
+    groups = dict(token_groups) if token_groups else {None: None}
+
+    def key(point, group):
+        return point if group is None else f"{point}/{group}"
+
+    stats = {name: {key(point, group): ActivationStats(moments) for point in points for group in groups}
+             for name in layers}
 
     def make_hook(name):
         def hook(module, args):
             for point, upto in points.items():
-                stats[name][point].update(module.transform(args[0], upto=upto))
+                x = args[0] if upto == 0 else module.transform(args[0], upto=upto)
+                for group, select in groups.items():
+                    stats[name][key(point, group)].update(x if select is None else select(x))
         return hook
 
     handles = [layer.register_forward_pre_hook(make_hook(name)) for name, layer in layers.items()]

@@ -58,7 +58,7 @@ def test_eval_reports_model_and_baseline(tmp_path, capsys):
     (["eval", "--width", "50"], "multiples of the patch size 14"),
     (["eval", "--scenes", "0"], "--scenes must be at least 1"),
     (["demo", "--width", "100"], "multiples of the patch size 14"),
-    (["demo", "--size", "112"], "use --width instead of --size"),
+    (["demo", "--size", "224"], "use --width instead of --size"),
     (["scenes", "--count", "0", "--out", "x"], "--count must be at least 1"),
 ])
 def test_bad_input_gives_one_line_error_and_exit_2(argv, message, capsys):
@@ -71,11 +71,11 @@ def test_demo_records_a_bag_reconstructs_it_and_compares(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--frames", "4", "--width", "112", "--trajectory", "forward"]) == 0
     screen = capsys.readouterr().out
-    assert "UNTRAINED" in screen and "time per window (4 frames)" in screen and str(out) in screen
+    assert "UNTRAINED" not in screen and "time per window (4 frames)" in screen and str(out) in screen
     frames = read_bag(out / "recording" / "bag")["/cam0/image_raw"]
     assert frames.images.shape == (4, 84, 112, 3) and frames.intrinsics is not None
     summary = json.loads((out / "demo_summary.json").read_text())
-    assert summary["image_size_wh"] == [112, 84] and summary["untrained"] is True
+    assert summary["image_size_wh"] == [112, 84] and summary["untrained"] is False
     assert summary["baseline_identity_poses_constant_depth"]["auc@30"] == 0
     assert math.isfinite(summary["model"]["abs_rel"]) and summary["seconds"]["inference"] > 0
     recon = json.loads((out / "reconstruction" / "summary.json").read_text())
@@ -87,3 +87,10 @@ def test_demo_records_a_bag_reconstructs_it_and_compares(tmp_path, capsys):
     preview = np.asarray(Image.open(out / "preview.png"))
     assert preview.shape[1] == 960 and preview.std() > 10  # a picture, not a blank canvas
     assert len(list((out / "ground_truth" / "depth").glob("frame_*.png"))) == 4
+
+
+def test_demo_says_when_its_model_is_untrained(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--frames", "2", "--width", "56", "--preset", "vggt-tiny-random"]) == 0
+    assert "UNTRAINED" in capsys.readouterr().out
+    assert json.loads((out / "demo_summary.json").read_text())["untrained"] is True

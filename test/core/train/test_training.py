@@ -1,0 +1,144 @@
+"""Training data (cache, windows, VGGT's normalisation) and the training loop (loss goes down, resume is exact)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vggt_quant_core.data import generate_sequence
+from vggt_quant_core.geometry import unproject_depth_map_to_point_map
+from vggt_quant_core.model import VGGT, VGGTConfig, load_vggt
+from vggt_quant_core.train.dataset import (CacheSpec, WindowSampler, build_scene_cache, load_scene_cache,
+                                           normalize_window, window_batch)
+from vggt_quant_core.train.trainer import TrainSettings, train
+
+WIDTH, HEIGHT = 56, 42
+
+
+def _tiny_config() -> VGGTConfig:
+    dpt = {"dim_in": 64, "features": 16, "out_channels": [8, 16, 32, 32], "intermediate_layer_idx": [0, 1, 0, 1]}
+    return VGGTConfig.from_dict({
+        "img_size": WIDTH, "embed_dim": 32, "aggregator": {"depth": 2, "num_heads": 2},
+        "patch_embed": {"depth": 1, "num_heads": 2},
+        "camera_head": {"dim_in": 64, "trunk_depth": 1, "num_heads": 2},
+        "depth_head": {**dpt, "output_dim": 2, "activation": "exp"},
+        "point_head": {**dpt, "output_dim": 4, "activation": "inv_log"}, "track_head": None})
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("scene_cache")
+    build_scene_cache(directory, CacheSpec(scenes=3, frames=4, width=WIDTH, height=HEIGHT, scenes_per_shard=2))
+    return directory
+
+
+def _window(seed=5, frames=3):
+    truth = generate_sequence(seed, frames, WIDTH, HEIGHT).cameras[0]
+    return (torch.from_numpy(truth.images).permute(0, 3, 1, 2)[None].float() / 255,
+            torch.from_numpy(truth.extrinsics)[None].double(), torch.from_numpy(truth.intrinsics)[None].double(),
+            torch.from_numpy(truth.depth)[None].double())
+
+
+def test_normalised_window_starts_at_the_first_camera_with_unit_mean_distance():
+    images, extrinsics, intrinsics, depth = _window()
+    target = normalize_window(images, extrinsics, intrinsics, depth)
+    assert torch.allclose(target["extrinsics"][0, 0], torch.eye(3, 4, dtype=torch.float64), atol=1e-6)
+    valid = target["valid"][0]
+    assert valid.equal(depth[0] > 0)
+    assert target["world_points"][0][valid].norm(dim=-1).mean().item() == pytest.approx(1.0)
+    # the normalised depth and cameras unproject onto the normalised points
+    points = unproject_depth_map_to_point_map(target["depth"][0], target["extrinsics"][0], intrinsics[0])
+    assert (points[valid] - target["world_points"][0][valid]).abs().max().item() < 1e-9
+
+
+def test_normalisation_forgets_the_world_frame_and_scale():
+    images, extrinsics, intrinsics, depth = _window()
+    angle, scale, shift = 0.7, 3.5, torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    rotation = torch.tensor([[math.cos(angle), 0, math.sin(angle)], [0, 1, 0], [-math.sin(angle), 0, math.cos(angle)]],
+                            dtype=torch.float64)
+    # the same cameras in a world moved by x' = scale * rotation x + shift
+    moved = extrinsics.clone()
+    moved[..., :3] = extrinsics[..., :3] @ rotation.T
+    moved[..., 3] = scale * extrinsics[..., 3] - moved[..., :3] @ shift
+    original = normalize_window(images, extrinsics, intrinsics, depth)
+    again = normalize_window(images, moved, intrinsics, depth * scale)
+    for key in ("extrinsics", "depth", "world_points"):
+        assert torch.allclose(again[key], original[key], atol=1e-6), key
+    assert again["scale"].item() == pytest.approx(scale * original["scale"].item())
+
+
+def test_cache_holds_the_rendered_scenes_and_refuses_other_settings(cache_dir):
+    cache = load_scene_cache(cache_dir)
+    assert cache["images"].shape == (3, 4, HEIGHT, WIDTH, 3) and list(cache["seeds"]) == [0, 1, 2]
+    truth = generate_sequence(2, 4, WIDTH, HEIGHT).cameras[0]
+    assert np.array_equal(cache["images"][2], truth.images)
+    np.testing.assert_allclose(cache["depth"][2], truth.depth, rtol=1e-3)  # stored as float16
+    with pytest.raises(ValueError, match="other settings"):
+        build_scene_cache(cache_dir, CacheSpec(scenes=4, frames=4, width=WIDTH, height=HEIGHT, scenes_per_shard=2))
+    with pytest.raises(ValueError, match="seeds below"):
+        CacheSpec(first_seed=999_999, scenes=2)
+
+
+def test_windows_depend_only_on_seed_and_step():
+    sampler = WindowSampler(batch=3, min_frames=2, max_frames=4, strides=(1, 2), seed=7)
+    for step in range(50):
+        windows = sampler.indices(step, scenes=10, frames=6)
+        assert all(np.array_equal(a, b) for a, b in zip(windows, sampler.indices(step, 10, 6)))
+        assert len({len(w) for w in windows}) == 1 and 3 <= len(windows[0]) <= 5  # scene + 2..4 frames
+        for window in windows:
+            steps = np.abs(np.diff(window[1:]))
+            assert len(set(steps)) == 1 and steps[0] in (1, 2) and window[1:].max() < 6
+    assert any(not np.array_equal(a, b) for a, b in zip(sampler.indices(0, 10, 6), sampler.indices(1, 10, 6)))
+
+
+def test_batch_is_normalised_per_window(cache_dir):
+    cache = load_scene_cache(cache_dir)
+    batch = window_batch(cache, [np.array([0, 3, 2, 1]), np.array([2, 0, 1, 2])])
+    assert batch["images"].shape == (2, 3, 3, HEIGHT, WIDTH) and batch["images"].max() <= 1
+    for index in range(2):
+        valid = batch["valid"][index]
+        assert batch["world_points"][index][valid].norm(dim=-1).mean().item() == pytest.approx(1.0, abs=1e-4)
+
+
+def _train(cache_dir, out, steps, log_fn=lambda message: None, resume=False):
+    torch.manual_seed(0)
+    model = VGGT(_tiny_config())
+    settings = TrainSettings(steps=steps, lr=2e-3, warmup_steps=2, log_every=1, checkpoint_every=3,
+                             validate_every=1000, validation_scenes=1, validation_frames=2)
+    sampler = WindowSampler(batch=1, min_frames=2, max_frames=3, seed=0)
+    record = train(model, load_scene_cache(cache_dir), out, settings, sampler, resume=resume, log_fn=log_fn)
+    return model, record
+
+
+def test_training_lowers_the_loss_and_writes_a_loadable_model(cache_dir, tmp_path):
+    model, record = _train(cache_dir, tmp_path / "run", steps=30)
+    losses = [entry["loss"] for entry in record["history"]]
+    assert len(losses) == 30 and all(math.isfinite(v) for v in losses)
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    assert record["finished"] and record["validation"][-1]["step"] == 30
+    loaded = load_vggt(tmp_path / "run" / "model.safetensors")
+    assert loaded.config == model.config
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    saved = json.loads((tmp_path / "run" / "train_log.json").read_text())
+    assert saved["history"] == record["history"] and saved["elapsed"]["cpu_s"] > 0
+
+
+def test_interrupted_training_resumes_to_the_same_weights(cache_dir, tmp_path):
+    uninterrupted, _ = _train(cache_dir, tmp_path / "a", steps=8)
+
+    def interrupt(message):
+        if "step 5/" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(cache_dir, tmp_path / "b", steps=8, log_fn=interrupt)
+    with pytest.raises(ValueError, match="exists"):
+        _train(cache_dir, tmp_path / "b", steps=8)
+    resumed, record = _train(cache_dir, tmp_path / "b", steps=8, resume=True)
+    assert [s["start_step"] for s in record["sessions"]] == [0, 3]  # the checkpoint of step 3
+    assert [e["step"] for e in record["history"]] == list(range(1, 9))
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), uninterrupted.state_dict().values()))
+    with pytest.raises(ValueError, match="other settings"):
+        _train(cache_dir, tmp_path / "b", steps=9, resume=True)

@@ -1,0 +1,159 @@
+"""Training data: a disk cache of rendered scenes, windows sampled from it, and VGGT's GT normalisation.
+
+The cache holds ``scenes_per_shard`` sequences per ``shard_XXXXX.npz`` (uncompressed): RGB uint8
+[N, F, H, W, 3], depth float16 [N, F, H, W] (metres, 0 = sky), extrinsics [N, F, 3, 4] (camera-from-world)
+and intrinsics [N, F, 3, 3] float32, seeds [N]. Shards are written atomically, so an interrupted build
+resumes at the first missing shard. Rendering costs far more than a training step reads, which is why
+scenes are rendered once and windows drawn from them many times.
+
+A window is ``frames`` frames of one cached sequence, ``stride`` apart, optionally in reverse order: the
+sequences are rendered with twice the evaluation frame count over the same camera path, so stride 2
+reproduces the spacing of a ``frames``-frame evaluation and stride 1 that of twice as many frames.
+"""
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+import torch
+
+from ..data import HELD_OUT_SEED_BASE, generate_sequence
+from ..fileio import atomic_path, write_text_atomic
+from ..geometry import closed_form_inverse_se3, depth_to_camera_points
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """What a cache holds; stored as ``cache.json`` so a cache of other scenes is never mixed in."""
+
+    scenes: int = 2400
+    first_seed: int = 0
+    frames: int = 20
+    width: int = 112
+    height: int = 84
+    scenes_per_shard: int = 100
+
+    def __post_init__(self):
+        if self.first_seed < 0 or self.first_seed + self.scenes > HELD_OUT_SEED_BASE:
+            raise ValueError(f"training scenes must use seeds below {HELD_OUT_SEED_BASE} (held out from there on)")
+        if self.scenes < 1 or self.frames < 2 or self.scenes_per_shard < 1:
+            raise ValueError("a cache needs at least 1 scene of 2 frames")
+
+    @property
+    def shards(self) -> int:
+        return -(-self.scenes // self.scenes_per_shard)
+
+    def shard_seeds(self, shard: int) -> range:
+        start = self.first_seed + shard * self.scenes_per_shard
+        return range(start, min(start + self.scenes_per_shard, self.first_seed + self.scenes))
+
+
+def build_scene_cache(directory: Path, spec: CacheSpec, log_fn: Callable[[str], None] = log.info) -> None:
+    """Render the scenes of ``spec`` into ``directory`` (resumes an interrupted build)."""
+    directory = Path(directory)
+    marker = directory / "cache.json"
+    if marker.exists():
+        if json.loads(marker.read_text()) != asdict(spec):
+            raise ValueError(f"{directory} holds a scene cache with other settings; use another directory")
+    else:
+        write_text_atomic(marker, json.dumps(asdict(spec)))
+    for shard in range(spec.shards):
+        path = directory / f"shard_{shard:05d}.npz"
+        if path.exists():
+            continue
+        started = time.perf_counter()
+        sequences = [generate_sequence(seed, spec.frames, spec.width, spec.height).cameras[0]
+                     for seed in spec.shard_seeds(shard)]
+        arrays = {"images": np.stack([s.images for s in sequences]),
+                  "depth": np.stack([s.depth for s in sequences]).astype(np.float16),
+                  "extrinsics": np.stack([s.extrinsics for s in sequences]),
+                  "intrinsics": np.stack([s.intrinsics for s in sequences]),
+                  "seeds": np.array(list(spec.shard_seeds(shard)))}
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+        log_fn(f"scene cache: shard {shard + 1}/{spec.shards} ({len(sequences)} scenes) in "
+               f"{time.perf_counter() - started:.0f} s")
+
+
+def load_scene_cache(directory: Path) -> Dict[str, np.ndarray]:
+    """All shards of a complete cache in memory (depth stays float16: half the memory)."""
+    directory = Path(directory)
+    spec = CacheSpec(**json.loads((directory / "cache.json").read_text()))
+    paths = [directory / f"shard_{shard:05d}.npz" for shard in range(spec.shards)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise ValueError(f"{directory}: scene cache incomplete, {len(missing)} shard(s) missing (build it first)")
+    shards = [dict(np.load(p)) for p in paths]
+    return {key: np.concatenate([s[key] for s in shards]) for key in shards[0]}
+
+
+@dataclass(frozen=True)
+class WindowSampler:
+    """Draws the training windows of each step, reproducibly from (``seed``, step) alone, so that a
+    resumed run sees exactly the windows an uninterrupted one would."""
+
+    batch: int = 1
+    min_frames: int = 2
+    max_frames: int = 10
+    strides: Sequence[int] = (1, 2)
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 2 <= self.min_frames <= self.max_frames or self.batch < 1 or min(self.strides) < 1:
+            raise ValueError("need 2 <= min_frames <= max_frames, batch >= 1 and strides >= 1")
+
+    def indices(self, step: int, scenes: int, frames: int) -> List[np.ndarray]:
+        """For each window of the batch: [scene, frame, frame, ...] (same frame count in a batch)."""
+        rng = np.random.default_rng([self.seed, step])
+        count = int(rng.integers(self.min_frames, self.max_frames + 1))
+        stride = int(rng.choice([s for s in self.strides if s * (count - 1) < frames] or [1]))
+        span = stride * (count - 1)
+        if span >= frames:
+            raise ValueError(f"a window of {count} frames does not fit in the cached {frames}")
+        windows = []
+        for _ in range(self.batch):
+            scene = int(rng.integers(scenes))
+            chosen = int(rng.integers(frames - span)) + stride * np.arange(count)
+            windows.append(np.concatenate([[scene], chosen[::-1] if rng.random() < 0.5 else chosen]))
+        return windows
+
+
+def normalize_window(images: torch.Tensor, extrinsics: torch.Tensor, intrinsics: torch.Tensor,
+                     depth: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """VGGT's ground-truth normalisation of windows (the training code's
+    ``normalize_camera_extrinsics_and_points_batch``).
+
+    Inputs: images [B, S, 3, H, W] in [0, 1], extrinsics [B, S, 3, 4] (camera-from-world), intrinsics
+    [B, S, 3, 3], depth [B, S, H, W] (0 = no ground truth). The first camera becomes the world origin
+    (extrinsics E_i E_0^-1, points in camera 0's frame) and every length is divided by the mean distance
+    of the valid points from it. Returns the ``vggt_loss`` target: those tensors plus ``world_points``
+    [B, S, H, W, 3] and ``valid`` [B, S, H, W], and ``scale`` [B] (metres per unit).
+    """
+    valid = depth > 0
+    relative = extrinsics @ closed_form_inverse_se3(extrinsics[:, :1])  # camera i from camera 0: [B, S, 3, 4]
+    to_first = closed_form_inverse_se3(relative)                         # camera 0 from camera i: [B, S, 4, 4]
+    camera_points = depth_to_camera_points(depth, intrinsics)            # [B, S, H, W, 3]
+    points = torch.einsum("bsij,bshwj->bshwi", to_first[:, :, :3, :3], camera_points) \
+        + to_first[:, :, None, None, :3, 3]
+    distance = (points.norm(dim=-1) * valid).sum(dim=(1, 2, 3)) / valid.sum(dim=(1, 2, 3)).clamp(min=1)
+    scale = distance.clamp(min=1e-6)
+    relative = torch.cat([relative[..., :3], relative[..., 3:] / scale[:, None, None, None]], dim=-1)
+    return {"images": images, "extrinsics": relative, "intrinsics": intrinsics,
+            "depth": depth / scale[:, None, None, None], "world_points": points / scale[:, None, None, None, None],
+            "valid": valid, "scale": scale}
+
+
+def window_batch(cache: Dict[str, np.ndarray], windows: List[np.ndarray]) -> Dict[str, torch.Tensor]:
+    """The normalised target (``normalize_window``) of the cached windows ``[scene, frames...]``."""
+    def gather(key):
+        return torch.from_numpy(np.stack([cache[key][w[0]][w[1:]] for w in windows]))
+
+    images = gather("images").permute(0, 1, 4, 2, 3).float() / 255
+    return normalize_window(images, gather("extrinsics").float(), gather("intrinsics").float(),
+                            gather("depth").float())
