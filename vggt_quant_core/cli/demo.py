@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict
 
@@ -23,7 +23,7 @@ from ..data import HELD_OUT_SEED_BASE, TRAJECTORIES, RenderedSequence, generate_
 from ..data.bags import STORAGES, BagCamera, image_topic, read_bag
 from ..eval.evaluate import (BASELINE, HEADLINE_METRICS, Scored, align_extrinsics, ground_truth_points, score,
                              trivial_prediction)
-from ..eval.metrics import pose_metrics, relative_pose_errors
+from ..eval.metrics import pose_metrics
 from ..export.colormap import colorize_depth
 from ..export.preview import Panel, Trajectory, render_preview
 from ..fileio import atomic_path, write_text_atomic
@@ -115,24 +115,6 @@ def _write_png(path: Path, image: np.ndarray) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def _frames_of(truth: RenderedSequence, indices: np.ndarray) -> RenderedSequence:
-    return RenderedSequence(name=truth.name, images=truth.images[indices], depth=truth.depth[indices],
-                            extrinsics=truth.extrinsics[indices], intrinsics=truth.intrinsics[indices])
-
-
-def score_frames(extrinsics: np.ndarray, depth: np.ndarray, points: np.ndarray, truth: RenderedSequence,
-                 posed: np.ndarray, with_depth: np.ndarray) -> Scored:
-    """``evaluate.score`` where not every frame has an estimate: pose errors over the frame pairs of ``posed``
-    (extrinsics [P, 3, 4]), depth and points over the frames ``with_depth`` (depth [D, H, W], points
-    [D, H, W, 3])."""
-    at = np.searchsorted(posed, with_depth)
-    if not np.array_equal(posed[np.minimum(at, len(posed) - 1)], with_depth):
-        raise ValueError("frames with depth must have a camera pose")
-    scored = score(extrinsics[at], depth, points, _frames_of(truth, with_depth))
-    rotation, translation = relative_pose_errors(extrinsics, truth.extrinsics[posed])
-    return replace(scored, rotation_errors=rotation, translation_errors=translation)
-
-
 def _preview(truth: RenderedSequence, result: DemoResult, scored: Scored) -> np.ndarray:
     """Estimated cloud (Sim(3)-aligned to the ground truth) and true cloud, both with the true and the
     estimated trajectories, over the first frame with estimated depth, its true depth and its estimated depth."""
@@ -189,11 +171,11 @@ def run_demo(args: argparse.Namespace, reconstruct: Reconstruct = reconstruct_re
 
     result = reconstruct(written["bag"], args, args.out / "reconstruction", loaded)
     truth = read_ground_truth(written["ground_truth"], result.frames)
-    model_scored = score_frames(result.extrinsics, result.depth, result.points, truth, result.posed,
-                                result.with_depth)
+    frames = dict(posed=result.posed, with_depth=result.with_depth)
+    model_scored = score(result.extrinsics, result.depth, result.points, truth, **frames)
     extrinsics, depth, points = trivial_prediction(truth)
-    baseline_scored = score_frames(extrinsics[result.posed], depth[result.with_depth], points[result.with_depth],
-                                   truth, result.posed, result.with_depth)
+    baseline_scored = score(extrinsics[result.posed], depth[result.with_depth], points[result.with_depth], truth,
+                            **frames)
     for index, true_depth in enumerate(truth.depth):
         _write_png(args.out / "ground_truth" / "depth" / f"frame_{index:03d}.png", colorize_depth(true_depth))
     _write_png(args.out / "preview.png", _preview(truth, result, model_scored))
