@@ -188,6 +188,10 @@ def camera_from_map(pose) -> np.ndarray:
     return np.concatenate([rotation.T, (-rotation.T @ position)[:, None]], axis=1)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
 def _frame_index(stamps: Dict[int, int], msg) -> int:
     stamp = conversions.stamp_to_ns(msg.header.stamp)
     if stamp not in stamps:
@@ -263,8 +267,8 @@ def reconstruct_with_node(bag: Path, args: argparse.Namespace, out: Path, loaded
         frames=recording.images, posed=posed, extrinsics=extrinsics, with_depth=with_depth, depth=depth,
         points=points, cloud=xyz, cloud_rgb=cloud["rgb"],
         method=f"the ROS reconstruct node ({params_file.name}: windows of {values['window_size']} keyframes every "
-               f"{values['window_stride']}): {stats.windows_processed} windows processed, {stats.dropped_windows} "
-               f"dropped, {stats.failed_windows} failed",
+               f"{values['window_stride']}): {_count(stats.windows_processed, 'window')} processed, "
+               f"{stats.dropped_windows} dropped, {stats.failed_windows} failed",
         timing=f"node time per window: {np.mean(inference):.0f} ms inference, {np.mean(overhead):.0f} ms overhead "
                f"(preprocessing, mapping, publishing)",
         seconds={"node_start": round(ready - started, 3), "play": round(played - ready, 3),

@@ -212,6 +212,7 @@ def _screen(report: dict, out: Path, result: DemoResult, title: str) -> str:
     warning = ("\nNOTE: the default model is UNTRAINED (random weights): the pipeline and pictures are real, the "
                "numbers are not.\n" if report["untrained"] else "")
     depth_frames = len(report["frames_with_depth"])
+    depth_frames = f"{depth_frames} frame{'' if depth_frames == 1 else 's'}"
     return (f"{title}: {report['model_name']}, {report['frames']} frames {report['image_size_wh'][0]}x"
             f"{report['image_size_wh'][1]} ({report['trajectory']} in a {report['scene_kind']}, seed {report['seed']})"
             f"{warning}\nreconstructed by {result.method}\n"
@@ -222,6 +223,6 @@ def _screen(report: dict, out: Path, result: DemoResult, title: str) -> str:
             f"  recording/bag/            rosbag2: /cam0/image_raw, /cam0/camera_info; + recording/ground_truth.npz\n"
             f"  preview.png               estimated vs true cloud and camera trajectories\n"
             f"  reconstruction/points.ply {report['points']} points (MeshLab, CloudCompare)\n"
-            f"  reconstruction/depth/     estimated depth PNG/NPY ({depth_frames} frames); ground_truth/depth/ the "
-            f"true depth\n"
+            f"  reconstruction/depth/     estimated depth PNG/NPY ({depth_frames}); "
+            f"ground_truth/depth/ the true depth\n"
             f"  demo_summary.json         all metrics and timings")
