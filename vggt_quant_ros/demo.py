@@ -11,6 +11,8 @@ converted back to what the shared scoring expects:
   from them with those poses, as the node builds its cloud;
 * ``~/points`` (the accumulated map) -> ``reconstruction/points.ply`` and the preview.
 
+The path's extrinsics are also written to ``reconstruction/cameras.json``.
+
 Pace: a message is published once the node has taken the previous one, and after a message that completes a
 window the player waits until the node has processed it and its outputs have arrived. No window is dropped,
 so what is scored does not depend on the machine's speed. The graph is private: an rclpy context of its own on
@@ -19,6 +21,7 @@ a random domain id, with discovery limited to this process.
 
 import argparse
 import functools
+import json
 import logging
 import os
 import random
@@ -43,6 +46,7 @@ from vggt_quant_core.cli.demo import DemoResult, add_demo_arguments, read_record
 from vggt_quant_core.cli.main import run_reporting_errors
 from vggt_quant_core.data.bags import image_topic, serialized_messages
 from vggt_quant_core.export import write_depth, write_ply
+from vggt_quant_core.fileio import write_text_atomic
 from vggt_quant_core.geometry import quat_to_mat, unproject_depth_map_to_point_map
 
 from . import conversions
@@ -53,6 +57,9 @@ PROG = "reconstruct-demo"
 CAMERA = "cam0"
 FRAME_TIMEOUT_S = 10.0     # for the node to take one message
 WINDOW_TIMEOUT_S = 600.0   # for one window (a large model on a slow CPU); ends at once if the node fails
+CAMERA_CONVENTION = ("extrinsic: camera-from-map [R|t] (OpenCV: x right, y down, z forward) of the node's ~/path; "
+                     "map = the node's map frame (axes of world_frame_convention at the first camera, the first "
+                     "window's scale)")
 
 
 def default_params_file() -> Path:
@@ -253,6 +260,9 @@ def reconstruct_with_node(bag: Path, args: argparse.Namespace, out: Path, loaded
     write_ply(out / "points.ply", xyz, cloud["rgb"])
     for index, frame_depth in zip(with_depth.tolist(), depth):
         write_depth(out, index, frame_depth)
+    cameras = [{"index": index, "stamp_ns": int(recording.stamps_ns[index]), "extrinsic": extrinsic.tolist()}
+               for index, extrinsic in zip(posed.tolist(), extrinsics)]
+    write_text_atomic(out / "cameras.json", json.dumps({"convention": CAMERA_CONVENTION, "frames": cameras}, indent=1))
 
     inference = [w["inference_ms"] for w in windows]
     overhead = [w["overhead_ms"] for w in windows]

@@ -61,6 +61,8 @@ def test_a_truthful_model_through_the_node_scores_perfectly(tmp_path, capsys):
     assert summary["baseline_identity_poses_constant_depth"]["auc@30"] == 0
 
     # the files, against the ground truth directly: depth in map units (the first window's scale 0.7) ...
+    cameras = json.loads((out / "reconstruction" / "cameras.json").read_text())["frames"]
+    assert [c["index"] for c in cameras] == list(range(frames))
     depth = np.load(out / "reconstruction" / "depth" / "frame_011.npy")
     assert np.allclose(depth, 0.7 * truth.depth[0, 11], rtol=1e-5)
     # ... and the cloud: map (FLU axes at the first camera, scale 0.7) back to world points on the room's surfaces
