@@ -18,8 +18,15 @@ $(STAMP): setup.py setup.cfg
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,ros]"
 	touch $(STAMP)
 
+# The demo reconstructs through the ROS reconstruct node (rclpy comes with the [ros] extra); without rclpy it
+# falls back to `vggt-quant demo` (the same recording and scoring, the `infer` pipeline on one window).
 demo: $(STAMP)
-	$(VENV)/bin/vggt-quant demo --out $(DEMO_OUT)
+	@if $(PY) -c "import rclpy" 2>/dev/null; then \
+		$(PY) -m vggt_quant_ros.demo --out $(DEMO_OUT); \
+	else \
+		echo "rclpy cannot be imported: running the demo without ROS (vggt-quant demo)"; \
+		$(VENV)/bin/vggt-quant demo --out $(DEMO_OUT); \
+	fi
 
 test: $(STAMP)
 	$(PY) -m pytest -q

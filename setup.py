@@ -41,6 +41,7 @@ setup(
             "vggt-quant = vggt_quant_core.cli.main:main",
             "reconstruct = vggt_quant_ros.reconstruct_node:main",
             "calibrate = vggt_quant_ros.calibrate_node:main",
+            "reconstruct-demo = vggt_quant_ros.demo:main",
         ],
     },
 )

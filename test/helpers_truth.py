@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from vggt_quant_core.data import generate_sequence
-from vggt_quant_core.data.scenes import Scene
+from vggt_quant_core.data.scenes import Scene, SceneSequence
 from vggt_quant_core.geometry import extri_intri_to_pose_encoding, unproject_depth_map_to_point_map
 
 
@@ -26,6 +26,16 @@ class Rig:
             sequence = generate_sequence(seed, steps, width, height, trajectory="orbit", cameras=cameras, kind="room")
         finally:
             torch.set_num_threads(threads)
+        self._take(sequence)
+
+    @classmethod
+    def of(cls, sequence: SceneSequence) -> "Rig":
+        """The rig of a sequence generated elsewhere (e.g. the one a demo records)."""
+        rig = cls.__new__(cls)
+        rig._take(sequence)
+        return rig
+
+    def _take(self, sequence: SceneSequence) -> None:
         self.scene: Scene = sequence.scene
         self.intrinsics = sequence.cameras[0].intrinsics[0].astype(np.float64)
         self.extrinsics = np.stack([c.extrinsics for c in sequence.cameras]).astype(np.float64)   # [C, T, 3, 4]

@@ -14,6 +14,7 @@ from typing import Callable, Dict
 import torch
 
 from vggt_quant_core.inference import resolve_device, resolve_precision, run_vggt, storage_dtype
+from vggt_quant_core.model import VGGT
 from vggt_quant_core.presets import load_model
 
 
@@ -35,6 +36,12 @@ def load_estimator(checkpoint: str = "", preset: str = "", device: str = "auto",
     torch_device = resolve_device(device)
     model, image_size, description = load_model(Path(checkpoint) if checkpoint else None, preset or None,
                                                 device=torch_device)
+    return estimator_from_model(model, image_size, description, precision)
+
+
+def estimator_from_model(model: VGGT, image_size: int, description: str, precision: str = "auto") -> Estimator:
+    """An ``Estimator`` around a loaded model (as ``presets.load_model`` returns it), on the model's device."""
+    torch_device = next(model.parameters()).device
     autocast = resolve_precision(precision, model, torch_device)
     stored = storage_dtype(model)
     name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]

@@ -177,6 +177,25 @@ def read_bag(path: os.PathLike) -> Dict[str, BagCamera]:
     return cameras
 
 
+def serialized_messages(path: os.PathLike, topic: str) -> List[Tuple[int, bytes]]:
+    """The messages of ``topic`` as recorded: (log time ns, CDR bytes) in log-time order, for playing a bag
+    into a ROS graph unchanged (rclpy publishers accept serialized messages)."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such bag")
+    try:
+        with AnyReader([path], default_typestore=_typestore()) as reader:
+            connections = [c for c in reader.connections if c.topic == topic]
+            if not connections:
+                found = ", ".join(sorted({c.topic for c in reader.connections})) or "no topics"
+                raise ValueError(f"{path}: no {topic} topic (found {found})")
+            return [(stamp, bytes(raw)) for _, stamp, raw in reader.messages(connections=connections)]
+    except ValueError:
+        raise
+    except Exception as exc:  # rosbags raises its own error classes for unreadable or foreign files
+        raise ValueError(f"{path}: cannot read as rosbag2 ({type(exc).__name__}: {exc})") from exc
+
+
 def _stamp(msg) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 

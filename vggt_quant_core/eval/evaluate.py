@@ -43,15 +43,22 @@ def ground_truth_points(truth: RenderedSequence) -> np.ndarray:
 
 
 def score(pred_extrinsics: np.ndarray, pred_depth: np.ndarray, pred_points: np.ndarray,
-          truth: RenderedSequence) -> Scored:
+          truth: RenderedSequence, posed: Optional[np.ndarray] = None,
+          with_depth: Optional[np.ndarray] = None) -> Scored:
     """Score a prediction of ``truth``'s frames: extrinsics [S, 3, 4] (any world frame and scale), depth
-    [S, H, W] and world points [S, H, W, 3] at the ground truth's resolution."""
-    if pred_depth.shape != truth.depth.shape:
-        raise ValueError(f"prediction is {pred_depth.shape[1:]} pixels, ground truth {truth.depth.shape[1:]}: "
+    [S, H, W] and world points [S, H, W, 3] at the ground truth's resolution. A prediction of some frames
+    only names them: ``posed`` [P] (frame indices) for extrinsics [P, 3, 4], ``with_depth`` [D] for depth
+    [D, H, W] and points [D, H, W, 3]."""
+    every = np.arange(truth.num_frames)
+    posed = every if posed is None else np.asarray(posed)
+    with_depth = every if with_depth is None else np.asarray(with_depth)
+    gt_depth = truth.depth[with_depth]
+    if pred_depth.shape != gt_depth.shape:
+        raise ValueError(f"prediction is {pred_depth.shape[1:]} pixels, ground truth {gt_depth.shape[1:]}: "
                          "render the scenes at the model's input size")
-    rotation, translation = relative_pose_errors(pred_extrinsics, truth.extrinsics)
-    points, alignment = point_map_metrics(pred_points, ground_truth_points(truth), truth.depth > 0)
-    return Scored({**depth_metrics(pred_depth, truth.depth), **points}, rotation, translation, alignment)
+    rotation, translation = relative_pose_errors(pred_extrinsics, truth.extrinsics[posed])
+    points, alignment = point_map_metrics(pred_points, ground_truth_points(truth)[with_depth], gt_depth > 0)
+    return Scored({**depth_metrics(pred_depth, gt_depth), **points}, rotation, translation, alignment)
 
 
 def align_extrinsics(extrinsics: np.ndarray, alignment: Sim3) -> np.ndarray:

@@ -36,6 +36,16 @@ def _finite_range(values: np.ndarray):
     return [float(finite.min()), float(finite.max())] if finite.size else None
 
 
+def write_depth(out_dir: PathLike, index: int, depth: np.ndarray, conf: Optional[np.ndarray] = None) -> None:
+    """Write ``depth/frame_XXX.npy`` (depth [H, W] float32 as is), ``.png`` (colourised) and, with ``conf``,
+    ``_conf.npy`` into ``out_dir``, each atomically."""
+    stem = Path(out_dir) / "depth" / f"frame_{index:03d}"
+    write_bytes_atomic(f"{stem}.npy", _npy_bytes(depth))
+    if conf is not None:
+        write_bytes_atomic(f"{stem}_conf.npy", _npy_bytes(conf))
+    write_bytes_atomic(f"{stem}.png", _png_bytes(colorize_depth(depth)))
+
+
 def write_reconstruction(recon: Reconstruction, out_dir: PathLike, conf_percentile: float = 50.0,
                          conf_min: float = 1.0, sources: Optional[Sequence[str]] = None,
                          metadata: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -48,10 +58,7 @@ def write_reconstruction(recon: Reconstruction, out_dir: PathLike, conf_percenti
     frames = []
     cam_to_world = closed_form_inverse_se3(torch.from_numpy(recon.extrinsics)).numpy()
     for i in range(recon.num_frames):
-        stem = out_dir / "depth" / f"frame_{i:03d}"
-        write_bytes_atomic(f"{stem}.npy", _npy_bytes(recon.depth[i]))
-        write_bytes_atomic(f"{stem}_conf.npy", _npy_bytes(recon.depth_conf[i]))
-        write_bytes_atomic(f"{stem}.png", _png_bytes(colorize_depth(recon.depth[i])))
+        write_depth(out_dir, i, recon.depth[i], recon.depth_conf[i])
         frames.append({
             "index": i,
             "source": None if sources is None else str(sources[i]),
