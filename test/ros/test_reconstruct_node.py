@@ -245,8 +245,15 @@ def test_a_camera_that_stops_is_reported_and_the_node_recovers(graph):
     values = out.diagnostic()
     assert values["_level"] == 1 and values["_message"].startswith("no images from cam1 for")
     assert node.stats().windows_processed == 1            # windows wait for every camera
-    feed.send(1, rgb_image(truth.images[1, step % 10], T0 + step * DT))
-    wait_for(lambda: out.diagnostic()["stalled_cameras"] == "", 10, "cam1 to be back")
+
+    def both_cameras_send():   # cam0 too: a 0.3 s timeout would soon report it silent instead
+        nonlocal step
+        for camera in (0, 1):
+            feed.send(camera, rgb_image(truth.images[camera, step % 10], T0 + step * DT))
+        step += 1
+        return out.diagnostic()["stalled_cameras"] == ""
+
+    wait_for(both_cameras_send, 10, "cam1 to be back")
 
 
 def test_real_checkpoint_with_compressed_images_and_camera_info(graph, golden_dir):
