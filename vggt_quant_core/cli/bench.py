@@ -14,18 +14,12 @@ from ..inference import resolve_device
 from ..kernels.allocator import tune_glibc_malloc
 from ..kernels.elementwise import set_compile
 from ..model import VGGT, VGGTConfig
-from ..presets import PRESETS, get_preset, load_model
+from ..presets import get_preset
 from ..quant import RECIPES, parse_bits
 from . import bench_accuracy
+from .eval import load_model_spec
 
 log = logging.getLogger("vggt_quant")
-
-
-def load_model_spec(spec: str, device: torch.device):
-    """A preset name or a checkpoint path -> (model, width, description)."""
-    if spec in PRESETS:
-        return load_model(preset=spec, device=device)
-    return load_model(checkpoint=Path(spec), device=device)
 
 
 def add_parser(commands) -> None:

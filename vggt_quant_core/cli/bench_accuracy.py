@@ -9,9 +9,9 @@ from pathlib import Path
 from ..eval.accuracy_bench import DEFAULT_METHODS, AccuracyBenchSettings, check_methods, format_tables, run_accuracy
 from ..fileio import write_text_atomic
 from ..inference import resolve_device
-from ..presets import TRAINED_DEFAULT, load_model
+from ..presets import TRAINED_DEFAULT
 from ..quant import parse_bits
-from .eval import default_height, model_source
+from .eval import default_height, load_model_spec
 
 log = logging.getLogger("vggt_quant")
 
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     settings = AccuracyBenchSettings(scenes=args.scenes, frame_counts=[int(f) for f in args.frames.split(",")],
                                      samples=args.samples, epochs=args.epochs, pool_scenes=args.pool_scenes)
     device = resolve_device(args.device)
-    model, width, description = load_model(*model_source(args.model), device=device)
+    model, width, description = load_model_spec(args.model, device)
     height = default_height(width, model.config.patch_size)
     log.info("accuracy: %s, %d methods x %d bit-widths, %d held-out scenes x %s frames at %dx%d", description,
              len(methods), len(bit_pairs), settings.scenes, args.frames, width, height)

@@ -10,7 +10,7 @@ from ..fileio import write_text_atomic
 from ..inference import resolve_device
 from ..presets import DEFAULT_PRESET
 from ..quant import parse_bits
-from .bench import load_model_spec
+from .eval import load_model_spec
 
 log = logging.getLogger("vggt_quant")
 

@@ -37,13 +37,14 @@ def add_parser(commands) -> None:
     parser.set_defaults(run=run)
 
 
-def model_source(name: str):
-    """(checkpoint, preset) for ``--model``: a preset name, else an existing checkpoint path."""
-    if name in PRESETS:
-        return None, name
-    if Path(name).expanduser().exists():
-        return Path(name).expanduser(), None
-    raise ValueError(f"--model {name!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing "
+def load_model_spec(spec: str, device):
+    """``--model``: a preset name or an existing checkpoint path -> (model, input width, description)."""
+    if spec in PRESETS:
+        return load_model(preset=spec, device=device)
+    path = Path(spec).expanduser()
+    if path.exists():
+        return load_model(checkpoint=path, device=device)
+    raise ValueError(f"--model {spec!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing "
                      "checkpoint file or directory")
 
 
@@ -64,9 +65,8 @@ def format_table(report: dict) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.scenes < 1:
         raise ValueError("--scenes must be at least 1")
-    checkpoint, preset = model_source(args.model)
     device = resolve_device(args.device)
-    model, trained_size, description = load_model(checkpoint, preset, device=device)
+    model, trained_size, description = load_model_spec(args.model, device)
     patch = model.config.patch_size
     width = args.width or trained_size
     height = args.height or default_height(width, patch)

@@ -11,7 +11,7 @@ from ..data import load_and_preprocess_images
 from ..eval.fidelity_bench import scene_windows
 from ..inference import resolve_device
 from ..quant import RECIPES, QuantConfig, parse_bits, quantize, save_quantized
-from .bench import load_model_spec
+from .eval import load_model_spec
 from ..data.files import find_images
 
 log = logging.getLogger("vggt_quant")
