@@ -9,7 +9,6 @@ on one window of all its frames (``reconstruct_recording``); ``vggt_quant_ros.de
 import argparse
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from PIL import Image
 
 from ..data import HELD_OUT_SEED_BASE, TRAJECTORIES, RenderedSequence, generate_sequence
 from ..data.bags import STORAGES, BagCamera, image_topic, read_bag
-from ..eval.evaluate import (BASELINE, HEADLINE_METRICS, Scored, align_extrinsics, ground_truth_points, score,
+from ..eval.evaluate import (BASELINE, Scored, align_extrinsics, ground_truth_points, score,
                              trivial_prediction)
 from ..eval.metrics import pose_metrics
 from ..export.colormap import colorize_depth
@@ -29,7 +28,7 @@ from ..export.preview import Panel, Trajectory, render_preview
 from ..fileio import atomic_path, write_text_atomic
 from ..inference import colored_points, resolve_device
 from ..presets import DEFAULT_PRESET, get_preset, load_model
-from .eval import default_height
+from .eval import default_height, format_table
 from .infer import add_model_arguments, add_output_arguments, reconstruct_images
 from .scenes import read_ground_truth, write_scene
 
@@ -205,10 +204,6 @@ def _scope(report: dict) -> str:
 
 def _screen(report: dict, out: Path, result: DemoResult, title: str) -> str:
     """The one-screen summary."""
-    rows = [f"{'':<22}{'model':>10}{'baseline':>10}"]
-    for name in HEADLINE_METRICS:
-        values = [report[key][name] for key in ("model", BASELINE)]
-        rows.append(f"{name:<22}" + "".join("       nan" if math.isnan(v) else f"{v:>10.3f}" for v in values))
     warning = ("\nNOTE: the default model is UNTRAINED (random weights): the pipeline and pictures are real, the "
                "numbers are not.\n" if report["untrained"] else "")
     depth_frames = len(report["frames_with_depth"])
@@ -217,7 +212,7 @@ def _screen(report: dict, out: Path, result: DemoResult, title: str) -> str:
             f"{report['image_size_wh'][1]} ({report['trajectory']} in a {report['scene_kind']}, seed {report['seed']})"
             f"{warning}\nreconstructed by {result.method}\n"
             f"accuracy vs ground truth ({_scope(report)}; baseline: identity poses, constant depth):\n"
-            + "\n".join(rows)
+            + format_table(report)
             + f"\n{result.timing}; whole demo {report['seconds']['total']:.1f} s\n"
             f"outputs in {out}/:\n"
             f"  recording/bag/            rosbag2: /cam0/image_raw, /cam0/camera_info; + recording/ground_truth.npz\n"
