@@ -15,12 +15,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
-from ..eval.evaluate import HEADLINE_METRICS, evaluate_model
+from ..data import SceneSequence, generate_sequence
+from ..eval.evaluate import HEADLINE_METRICS, evaluate_sequences
 from ..fileio import atomic_path, write_text_atomic
 from ..model import VGGT, save_vggt
 from .dataset import WindowSampler, window_batch
@@ -96,11 +97,17 @@ def _optimizer(model: VGGT, settings: TrainSettings) -> torch.optim.Optimizer:
                               {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr, betas=(0.9, 0.95))
 
 
-def _validate(model: VGGT, settings: TrainSettings, width: int, height: int) -> Dict[str, float]:
-    seeds = range(settings.validation_first_seed, settings.validation_first_seed + settings.validation_scenes)
+def _validation_sequences(settings: TrainSettings, width: int, height: int) -> List[SceneSequence]:
+    """The validation scenes, rendered once per run (every validation scores the same ones)."""
+    first = settings.validation_first_seed
+    return [generate_sequence(seed, settings.validation_frames, width, height)
+            for seed in range(first, first + settings.validation_scenes)]
+
+
+def _validate(model: VGGT, sequences: List[SceneSequence]) -> Dict[str, float]:
     model.eval()
     try:
-        report = evaluate_model(model, seeds, settings.validation_frames, width, height)
+        report = evaluate_sequences(model, sequences, with_baseline=False)
     finally:
         model.train()
     return {key: round(report["model"][key], 4) for key in HEADLINE_METRICS}
@@ -148,6 +155,7 @@ def train(model: VGGT, cache: Dict[str, np.ndarray], out: Path, settings: TrainS
     elapsed_before = dict(record["elapsed"])
     sums: Dict[str, float] = {}
     counted = 0
+    validation: Optional[List[SceneSequence]] = None
 
     def save_checkpoint(step: int) -> None:
         record["elapsed"] = {"wall_s": round(elapsed_before["wall_s"] + time.perf_counter() - wall_started, 1),
@@ -190,7 +198,9 @@ def train(model: VGGT, cache: Dict[str, np.ndarray], out: Path, settings: TrainS
                    f"{entry.get('point', math.nan):.4f}) lr {lr:.2e}, {entry['wall_s']:.0f} s")
             sums, counted = {}, 0
         if done % settings.validate_every == 0 or done == settings.steps:
-            scores = _validate(model, settings, int(width), int(height))
+            if validation is None:
+                validation = _validation_sequences(settings, int(width), int(height))
+            scores = _validate(model, validation)
             record["validation"].append({"step": done, **scores})
             log_fn(f"train: validation at step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         if done % settings.checkpoint_every == 0 or done == settings.steps:
