@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from ..data import HELD_OUT_SEED_BASE, TRAJECTORIES
+from ..data.scenes import TEXTURE_SETS
 from ..eval.evaluate import BASELINE, BASELINE_DESCRIPTION, HEADLINE_METRICS, evaluate_model
 from ..eval.metrics import __doc__ as METRIC_DEFINITIONS
 from ..fileio import write_text_atomic
@@ -29,6 +30,8 @@ def add_parser(commands) -> None:
                         help=f"seed of the first scene (default {HELD_OUT_SEED_BASE}: seeds from there on are held "
                              "out of training and calibration)")
     parser.add_argument("--trajectory", default="any", choices=["any", *sorted(TRAJECTORIES)])
+    parser.add_argument("--textures", default="classic", choices=sorted(TEXTURE_SETS),
+                        help="scene texture set: classic (periodic patterns) or rich (noise and photographs)")
     parser.add_argument("--width", type=int, help="render width (default: the model's input width)")
     parser.add_argument("--height", type=int, help="render height (default: 3/4 of the width, a patch multiple)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
@@ -73,10 +76,11 @@ def run(args: argparse.Namespace) -> int:
     seeds = list(range(args.first_seed, args.first_seed + args.scenes))
     log.info("evaluating %s on %d scenes x %d frames of %dx%d (seeds %d-%d)", description, args.scenes,
              args.frames, width, height, seeds[0], seeds[-1])
-    report = evaluate_model(model, seeds, args.frames, width, height, args.trajectory, args.precision)
+    report = evaluate_model(model, seeds, args.frames, width, height, args.trajectory, args.precision,
+                            args.textures)
     report = {"model_name": description, "device": str(device), "precision": args.precision,
               "scenes": args.scenes, "frames": args.frames, "image_size_wh": [width, height],
-              "seeds": [seeds[0], seeds[-1]], "trajectory": args.trajectory,
+              "seeds": [seeds[0], seeds[-1]], "trajectory": args.trajectory, "textures": args.textures,
               "baseline": BASELINE_DESCRIPTION, "definitions": METRIC_DEFINITIONS, **report}
     print(f"{description}: {args.scenes} held-out scenes x {args.frames} frames, {width}x{height}\n"
           + format_table(report))

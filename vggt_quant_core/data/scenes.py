@@ -3,7 +3,8 @@
 A scene is a room in a z-up world (floor z = 0): floor, four walls (thin boxes, so walls of an open
 hall end and show the sky above them), an optional ceiling, and boxes (turned about z) and spheres
 standing on the floor. Surfaces carry solid (world-space) textures, so a point looks the same from
-every view: checker, stripes, tiles, waves, each with fine grain so that every patch is trackable.
+every view: checker, stripes, tiles, waves (``CLASSIC_TEXTURES``), each with fine grain, or the
+non-periodic multi-scale noise and photographs of ``textures`` (``RICH_TEXTURES``, what training uses).
 Light is a sun (open halls) or a ceiling lamp (rooms with a ceiling), with hard shadows, plus
 ambient light; colours, textures and lights are drawn per seed.
 
@@ -25,10 +26,14 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
+from .textures import noise_texture, photo_texture
 from .trajectories import TRAJECTORIES, camera_centres, stereo_partner
 
 HELD_OUT_SEED_BASE = 1_000_000
-TEXTURES = ("checker", "stripes", "tiles", "waves")
+CLASSIC_TEXTURES = ("checker", "stripes", "tiles", "waves")
+RICH_TEXTURES = ("noise", "photo")
+TEXTURE_SETS = {"classic": CLASSIC_TEXTURES, "rich": RICH_TEXTURES}
+PHOTO_SCALE = 2.5  # a photograph spans this many times the material's pattern scale
 SCENE_KINDS = ("room", "hall")
 _EPS = 1e-4
 _MAX_RAYS_PER_CHUNK = 1 << 20  # bounds memory: about 0.5 GB of temporaries at most
@@ -38,9 +43,10 @@ _MAX_RAYS_PER_CHUNK = 1 << 20  # bounds memory: about 0.5 GB of temporaries at m
 class Material:
     colour: np.ndarray   # [3] in [0, 1]
     accent: np.ndarray   # [3] second colour of the pattern
-    texture: str         # one of TEXTURES
+    texture: str         # one of CLASSIC_TEXTURES or RICH_TEXTURES
     scale: float         # metres per period of the pattern
     waves: np.ndarray    # [4, 4]: unit direction (3) and phase (1) of four plane waves (``waves`` texture)
+    pattern_seed: int = 0  # the noise lattice and the photograph with its offset (rich textures)
 
 
 @dataclass
@@ -75,30 +81,37 @@ class Scene:
     sky: np.ndarray = field(default_factory=lambda: np.array([[0.85, 0.9, 0.95], [0.45, 0.65, 0.95]]))
 
 
-def _material(rng: np.random.Generator, scale_range: Tuple[float, float]) -> Material:
+def _material(rng: np.random.Generator, scale_range: Tuple[float, float], textures: str) -> Material:
     colour = rng.uniform(0.2, 0.95, 3)
     accent = np.clip(colour * rng.uniform(0.3, 0.7) + rng.uniform(0, 0.25, 3), 0, 1)
     directions = rng.normal(size=(4, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    return Material(colour=colour, accent=accent, texture=str(rng.choice(TEXTURES)),
-                    scale=float(rng.uniform(*scale_range)),
-                    waves=np.concatenate([directions, rng.uniform(0, 2 * math.pi, (4, 1))], 1))
+    material = Material(colour=colour, accent=accent, texture=str(rng.choice(TEXTURE_SETS[textures])),
+                        scale=float(rng.uniform(*scale_range)),
+                        waves=np.concatenate([directions, rng.uniform(0, 2 * math.pi, (4, 1))], 1))
+    if textures != "classic":  # classic scenes keep the random stream (and pictures) they always had
+        material.pattern_seed = int(rng.integers(1 << 30))
+    return material
 
 
 def random_scene(rng: np.random.Generator, half: np.ndarray, kind: str,
-                 keep_clear: Optional[np.ndarray] = None, num_objects: Optional[int] = None) -> Scene:
-    """A room of half extents ``half`` [2]; ``kind`` ``room`` (ceiling, lamp) or ``hall`` (open, sun).
+                 keep_clear: Optional[np.ndarray] = None, num_objects: Optional[int] = None,
+                 textures: str = "classic") -> Scene:
+    """A room of half extents ``half`` [2]; ``kind`` ``room`` (ceiling, lamp) or ``hall`` (open, sun);
+    surfaces from the texture set ``textures`` (a key of ``TEXTURE_SETS``).
 
     Objects keep 0.35 m away (in x, y) from every point of ``keep_clear`` [K, 2] (the cameras), so no
     camera starts inside an object.
     """
     if kind not in SCENE_KINDS:
         raise ValueError(f"scene kind must be one of {SCENE_KINDS}, got {kind!r}")
+    if textures not in TEXTURE_SETS:
+        raise ValueError(f"textures must be one of {sorted(TEXTURE_SETS)}, got {textures!r}")
     scene = Scene(half=np.asarray(half, dtype=float), ambient=float(rng.uniform(0.2, 0.4)),
                   light_colour=rng.uniform(0.85, 1.0, 3) * rng.uniform(0.9, 1.3))
 
     def add_material(scale_range):
-        scene.materials.append(_material(rng, scale_range))
+        scene.materials.append(_material(rng, scale_range, textures))
         return len(scene.materials) - 1
 
     scene.planes.append((np.zeros(3), np.array([0.0, 0.0, 1.0]), add_material((0.3, 0.8))))  # floor
@@ -250,7 +263,13 @@ def _texture(material: Material, points: torch.Tensor, normals: torch.Tensor) ->
     """Albedo [M, 3] of a solid texture at world points [M, 3] with surface normals [M, 3]."""
     dtype = points.dtype
     p = points / material.scale
-    if material.texture == "checker":
+    if material.texture == "photo":
+        tint = 0.6 + 0.4 * torch.tensor(material.colour / material.colour.mean(), dtype=dtype).clamp(0, 1.6)
+        return (photo_texture(points, normals, material.scale * PHOTO_SCALE, material.pattern_seed)
+                * tint).clamp(0, 1)
+    if material.texture == "noise":
+        mix = noise_texture(points, material.scale, material.pattern_seed)
+    elif material.texture == "checker":
         mix = torch.remainder(torch.floor(p).sum(-1), 2)
     elif material.texture == "stripes":
         axis = torch.tensor(material.waves[0, :3], dtype=dtype)
@@ -361,12 +380,13 @@ class SceneSequence:
 def generate_sequence(seed: int, num_frames: int = 10, width: int = 112, height: int = 112,
                       trajectory: str = "any", cameras: int = 1, kind: str = "any",
                       fov_x_degrees: Optional[float] = None, fps: float = 10.0,
-                      start_ns: int = 1_700_000_000_000_000_000) -> SceneSequence:
+                      start_ns: int = 1_700_000_000_000_000_000, textures: str = "classic") -> SceneSequence:
     """A deterministic sequence per ``seed`` (and arguments): random room, trajectory and lighting.
 
     ``trajectory``: one of ``trajectories.TRAJECTORIES`` or ``any`` (drawn from the seed); ``kind``: one
     of ``SCENE_KINDS`` or ``any``; ``cameras``: 1, or 2 for a stereo rig (baseline 8-15 cm); the
     horizontal field of view is drawn in [50, 75] degrees unless given. Frames are ``1/fps`` apart.
+    ``textures``: ``classic`` (periodic patterns) or ``rich`` (noise and photographs, see ``textures``).
     """
     if num_frames < 1 or width < 2 or height < 2:
         raise ValueError(f"need at least 1 frame of 2x2 pixels, got {num_frames} frames of {width}x{height}")
@@ -388,7 +408,7 @@ def generate_sequence(seed: int, num_frames: int = 10, width: int = 112, height:
     if cameras == 2:
         rigs.append(stereo_partner(extrinsics, baseline))
     keep_clear = np.concatenate([camera_centres(e)[:, :2] for e in rigs])
-    scene = random_scene(rng, half, kind, keep_clear=keep_clear)
+    scene = random_scene(rng, half, kind, keep_clear=keep_clear, textures=textures)
     intrinsics = np.repeat(intrinsics_for(width, height, fov)[None], num_frames, 0)
     views = []
     for index, rig in enumerate(rigs):

@@ -100,7 +100,7 @@ def reconstruct_frames(model: VGGT, images: np.ndarray, precision: str = "auto")
 
 
 def evaluate_model(model: VGGT, seeds: Sequence[int], num_frames: int, width: int, height: int,
-                   trajectory: str = "any", precision: str = "auto") -> dict:
+                   trajectory: str = "any", precision: str = "auto", textures: str = "classic") -> dict:
     """Generate one sequence per seed, reconstruct it, and score model and baseline. Returns the report
     (JSON-ready): ``model`` and ``baseline`` summaries, and per-sequence metrics."""
     patch = model.config.patch_size
@@ -113,7 +113,7 @@ def evaluate_model(model: VGGT, seeds: Sequence[int], num_frames: int, width: in
     def rendered() -> Iterator[SceneSequence]:
         for seed in seeds:
             started = time.perf_counter()
-            sequence = generate_sequence(seed, num_frames, width, height, trajectory=trajectory)
+            sequence = generate_sequence(seed, num_frames, width, height, trajectory=trajectory, textures=textures)
             render_seconds[0] += time.perf_counter() - started
             yield sequence
 
