@@ -13,7 +13,9 @@ reproduces the spacing of a ``frames``-frame evaluation and stride 1 that of twi
 
 import json
 import logging
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
@@ -22,10 +24,16 @@ import numpy as np
 import torch
 
 from ..data import HELD_OUT_SEED_BASE, generate_sequence
+from ..data.scenes import TEXTURE_SETS
 from ..fileio import atomic_path, write_text_atomic
 from ..geometry import closed_form_inverse_se3, depth_to_camera_points
 
 log = logging.getLogger(__name__)
+
+# Rays that pass over the low walls of an open hall meet the endless floor kilometres away (12 % of the
+# scenes; float16 turns the farthest into inf): such depth would dominate VGGT's mean-distance
+# normalisation, so it counts as no ground truth, like the sky. Rooms are at most 7 m across.
+MAX_TRAINING_DEPTH_M = 50.0
 
 
 @dataclass(frozen=True)
@@ -38,12 +46,15 @@ class CacheSpec:
     width: int = 112
     height: int = 84
     scenes_per_shard: int = 100
+    textures: str = "rich"          # scenes.TEXTURE_SETS: non-periodic textures make frames matchable
 
     def __post_init__(self):
         if self.first_seed < 0 or self.first_seed + self.scenes > HELD_OUT_SEED_BASE:
             raise ValueError(f"training scenes must use seeds below {HELD_OUT_SEED_BASE} (held out from there on)")
         if self.scenes < 1 or self.frames < 2 or self.scenes_per_shard < 1:
             raise ValueError("a cache needs at least 1 scene of 2 frames")
+        if self.textures not in TEXTURE_SETS:
+            raise ValueError(f"textures must be one of {sorted(TEXTURE_SETS)}, got {self.textures!r}")
 
     @property
     def shards(self) -> int:
@@ -54,8 +65,30 @@ class CacheSpec:
         return range(start, min(start + self.scenes_per_shard, self.first_seed + self.scenes))
 
 
-def build_scene_cache(directory: Path, spec: CacheSpec, log_fn: Callable[[str], None] = log.info) -> None:
-    """Render the scenes of ``spec`` into ``directory`` (resumes an interrupted build)."""
+def _render_shard(directory: Path, spec: CacheSpec, shard: int) -> float:
+    """Render one shard of ``spec`` into ``directory`` (atomically); returns the seconds it took."""
+    started = time.perf_counter()
+    sequences = [generate_sequence(seed, spec.frames, spec.width, spec.height, textures=spec.textures).cameras[0]
+                 for seed in spec.shard_seeds(shard)]
+    arrays = {"images": np.stack([s.images for s in sequences]),
+              "depth": np.stack([s.depth for s in sequences]).astype(np.float16),
+              "extrinsics": np.stack([s.extrinsics for s in sequences]),
+              "intrinsics": np.stack([s.intrinsics for s in sequences]),
+              "seeds": np.array(list(spec.shard_seeds(shard)))}
+    with atomic_path(directory / f"shard_{shard:05d}.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+    return time.perf_counter() - started
+
+
+def _render_shard_in_worker(directory: Path, spec: CacheSpec, shard: int) -> float:
+    torch.set_num_threads(1)  # one renderer per core
+    return _render_shard(directory, spec, shard)
+
+
+def build_scene_cache(directory: Path, spec: CacheSpec, log_fn: Callable[[str], None] = log.info,
+                      workers: int = 1) -> None:
+    """Render the scenes of ``spec`` into ``directory`` (resumes an interrupted build); ``workers`` > 1
+    renders that many shards at once in separate processes (one core each)."""
     directory = Path(directory)
     marker = directory / "cache.json"
     if marker.exists():
@@ -63,22 +96,17 @@ def build_scene_cache(directory: Path, spec: CacheSpec, log_fn: Callable[[str], 
             raise ValueError(f"{directory} holds a scene cache with other settings; use another directory")
     else:
         write_text_atomic(marker, json.dumps(asdict(spec)))
-    for shard in range(spec.shards):
-        path = directory / f"shard_{shard:05d}.npz"
-        if path.exists():
-            continue
-        started = time.perf_counter()
-        sequences = [generate_sequence(seed, spec.frames, spec.width, spec.height).cameras[0]
-                     for seed in spec.shard_seeds(shard)]
-        arrays = {"images": np.stack([s.images for s in sequences]),
-                  "depth": np.stack([s.depth for s in sequences]).astype(np.float16),
-                  "extrinsics": np.stack([s.extrinsics for s in sequences]),
-                  "intrinsics": np.stack([s.intrinsics for s in sequences]),
-                  "seeds": np.array(list(spec.shard_seeds(shard)))}
-        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-        log_fn(f"scene cache: shard {shard + 1}/{spec.shards} ({len(sequences)} scenes) in "
-               f"{time.perf_counter() - started:.0f} s")
+    missing = [shard for shard in range(spec.shards) if not (directory / f"shard_{shard:05d}.npz").exists()]
+    if workers <= 1:
+        for shard in missing:
+            seconds = _render_shard(directory, spec, shard)
+            log_fn(f"scene cache: shard {shard + 1}/{spec.shards} in {seconds:.0f} s")
+        return
+    context = multiprocessing.get_context("spawn")  # no forked torch thread pools
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = {pool.submit(_render_shard_in_worker, directory, spec, shard): shard for shard in missing}
+        for future in as_completed(futures):
+            log_fn(f"scene cache: shard {futures[future] + 1}/{spec.shards} in {future.result():.0f} s")
 
 
 def load_scene_cache(directory: Path) -> Dict[str, np.ndarray]:
@@ -130,12 +158,14 @@ def normalize_window(images: torch.Tensor, extrinsics: torch.Tensor, intrinsics:
     ``normalize_camera_extrinsics_and_points_batch``).
 
     Inputs: images [B, S, 3, H, W] in [0, 1], extrinsics [B, S, 3, 4] (camera-from-world), intrinsics
-    [B, S, 3, 3], depth [B, S, H, W] (0 = no ground truth). The first camera becomes the world origin
+    [B, S, 3, 3], depth [B, S, H, W] (0 = no ground truth; so is depth from ``MAX_TRAINING_DEPTH_M`` on). The
+    first camera becomes the world origin
     (extrinsics E_i E_0^-1, points in camera 0's frame) and every length is divided by the mean distance
     of the valid points from it. Returns the ``vggt_loss`` target: those tensors plus ``world_points``
     [B, S, H, W, 3] and ``valid`` [B, S, H, W], and ``scale`` [B] (metres per unit).
     """
-    valid = depth > 0
+    valid = (depth > 0) & (depth < MAX_TRAINING_DEPTH_M)
+    depth = torch.where(valid, depth, torch.zeros_like(depth))
     relative = extrinsics @ closed_form_inverse_se3(extrinsics[:, :1])  # camera i from camera 0: [B, S, 3, 4]
     to_first = closed_form_inverse_se3(relative)                         # camera 0 from camera i: [B, S, 4, 4]
     camera_points = depth_to_camera_points(depth, intrinsics)            # [B, S, H, W, 3]

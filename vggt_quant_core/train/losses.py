@@ -64,6 +64,17 @@ class LossWeights:
     alpha: float = 0.2             # confidence regulariser: - alpha * log c
     gradient_scales: int = 4
     valid_quantile: float = 0.98   # drop conf/plain values above this quantile; 1 keeps all
+    # Auxiliary correspondence losses (``correspondence``; 0 = off, as in VGGT's released training).
+    flow: float = 0.0              # flow-to-frame-0 regression from the patch tokens of one global block
+    attention: float = 0.0         # supervision of one head's attention from frames >= 1 to frame 0
+    correspondence_block: int = 2  # the global block both read
+    attention_head: int = 0
+    attention_all_keys: bool = False  # softmax over every key of the block, not only frame 0's patches
+
+    @property
+    def dense(self) -> bool:
+        """Whether the depth or point head is trained (otherwise the forward pass can skip them)."""
+        return bool(self.depth or self.point)
 
 
 def camera_loss(pose_enc_list: Sequence[torch.Tensor], gt_pose_enc: torch.Tensor,

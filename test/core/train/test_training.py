@@ -12,7 +12,10 @@ from vggt_quant_core.geometry import unproject_depth_map_to_point_map
 from vggt_quant_core.model import VGGT, VGGTConfig, load_vggt
 from vggt_quant_core.train.dataset import (CacheSpec, WindowSampler, build_scene_cache, load_scene_cache,
                                            normalize_window, window_batch)
-from vggt_quant_core.train.trainer import TrainSettings, train
+from vggt_quant_core.train.losses import LossWeights
+from vggt_quant_core.train.trainer import (TrainSettings, _clip, _optimizer, _trained_modules,
+                                           sincos_position_embedding, train, training_forward,
+                                           whiten_patch_embedding)
 
 WIDTH, HEIGHT = 56, 42
 
@@ -72,7 +75,7 @@ def test_normalisation_forgets_the_world_frame_and_scale():
 def test_cache_holds_the_rendered_scenes_and_refuses_other_settings(cache_dir):
     cache = load_scene_cache(cache_dir)
     assert cache["images"].shape == (3, 4, HEIGHT, WIDTH, 3) and list(cache["seeds"]) == [0, 1, 2]
-    truth = generate_sequence(2, 4, WIDTH, HEIGHT).cameras[0]
+    truth = generate_sequence(2, 4, WIDTH, HEIGHT, textures="rich").cameras[0]
     assert np.array_equal(cache["images"][2], truth.images)
     np.testing.assert_allclose(cache["depth"][2], truth.depth, rtol=1e-3)  # stored as float16
     with pytest.raises(ValueError, match="other settings"):
@@ -102,13 +105,14 @@ def test_batch_is_normalised_per_window(cache_dir):
         assert batch["world_points"][index][valid].norm(dim=-1).mean().item() == pytest.approx(1.0, abs=1e-4)
 
 
-def _train(cache_dir, out, steps, log_fn=lambda message: None, resume=False):
+def _train(cache_dir, out, steps, log_fn=lambda message: None, resume=False, weights=LossWeights(), **settings):
     torch.manual_seed(0)
     model = VGGT(_tiny_config())
     settings = TrainSettings(steps=steps, lr=2e-3, warmup_steps=2, log_every=1, checkpoint_every=3,
-                             validate_every=1000, validation_scenes=1, validation_frames=2)
+                             validate_every=1000, validation_scenes=1, validation_frames=2, **settings)
     sampler = WindowSampler(batch=1, min_frames=2, max_frames=3, seed=0)
-    record = train(model, load_scene_cache(cache_dir), out, settings, sampler, resume=resume, log_fn=log_fn)
+    record = train(model, load_scene_cache(cache_dir), out, settings, sampler, weights, resume=resume,
+                   log_fn=log_fn)
     return model, record
 
 
@@ -142,3 +146,74 @@ def test_interrupted_training_resumes_to_the_same_weights(cache_dir, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), uninterrupted.state_dict().values()))
     with pytest.raises(ValueError, match="other settings"):
         _train(cache_dir, tmp_path / "b", steps=9, resume=True)
+
+
+def test_interrupted_training_with_the_correspondence_probe_resumes_to_the_same_weights(cache_dir, tmp_path):
+    levers = dict(weights=LossWeights(depth=0.0, point=0.0, flow=1.0, attention=1.0, correspondence_block=1,
+                                      attention_all_keys=True),
+                  patch_init="whitened", pos_embed_init="sincos", clip_per_module=True, camera_lr_scale=0.5)
+    uninterrupted, record = _train(cache_dir, tmp_path / "a", steps=6, **levers)
+    assert {"flow", "attention", "grad_norm_aggregator", "grad_norm_correspondence_probe"} <= set(record["history"][-1])
+    assert "depth" not in record["history"][-1]  # camera-only: the dense heads did not run
+
+    def interrupt(message):
+        if "step 4/" in message:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train(cache_dir, tmp_path / "b", steps=6, log_fn=interrupt, **levers)
+    resumed, _ = _train(cache_dir, tmp_path / "b", steps=6, resume=True, **levers)
+    assert all(torch.equal(a, b) for a, b in zip(resumed.state_dict().values(), uninterrupted.state_dict().values()))
+    with pytest.raises(ValueError, match="other settings, sampler, losses"):
+        _train(cache_dir, tmp_path / "b", steps=6, resume=True, **{**levers, "weights": LossWeights()})
+
+
+def test_whitened_patch_embedding_decorrelates_training_patches(cache_dir):
+    model = VGGT(_tiny_config())
+    images = load_scene_cache(cache_dir)["images"]
+    whiten_patch_embedding(model, images, seed=3)
+    projection = model.aggregator.patch_embed.patch_embed.proj
+    frames = torch.from_numpy(images.reshape(-1, HEIGHT, WIDTH, 3)).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    tokens = projection((frames - mean) / std).flatten(2).transpose(1, 2).reshape(-1, projection.out_channels)
+    covariance = torch.cov(tokens.T.double())
+    # Whitened on random crops, measured on the patch grid: unit variance and little correlation.
+    assert covariance.diagonal().mean().item() == pytest.approx(1.0, abs=0.25)
+    off_diagonal = covariance - torch.diag(covariance.diagonal())
+    assert off_diagonal.abs().mean() < 0.1 and tokens.mean(0).abs().mean() < 0.25
+
+
+def test_sincos_positions_are_unit_variance_and_tell_every_patch_apart():
+    model = VGGT(_tiny_config())
+    sincos_position_embedding(model)
+    table = model.aggregator.patch_embed.pos_embed[0, 1:]                   # [side*side, C]
+    assert table.pow(2).mean().item() == pytest.approx(1.0, abs=0.05)
+    distances = torch.cdist(table, table) + torch.eye(len(table)) * 1e3
+    assert distances.min() > 0.5
+    assert model.aggregator.patch_embed.pos_embed[0, 0].abs().max() == 0   # the class token has none
+
+
+def test_per_module_clipping_and_the_camera_learning_rate():
+    model = VGGT(_tiny_config())
+    settings = TrainSettings(clip_per_module=True, grad_clip=0.5, camera_lr_scale=0.25)
+    modules = _trained_modules(model, None)
+    images = torch.rand(1, 2, 3, HEIGHT, WIDTH)
+    output = model(images)
+    (output["pose_enc"].sum() * 100 + output["depth"].sum() * 100 + output["world_points"].sum()).backward()
+    norms = _clip(modules, settings)
+    assert set(norms) == {f"grad_norm_{name}" for name in ("aggregator", "camera_head", "point_head", "depth_head")}
+    for name, module in modules.items():
+        after = torch.norm(torch.stack([p.grad.norm() for p in module.parameters() if p.grad is not None]))
+        assert after <= 0.5 + 1e-4 and norms[f"grad_norm_{name}"] > 0.5, name
+    scales = {id(p): g["lr_scale"] for g in _optimizer(modules, settings).param_groups for p in g["params"]}
+    assert all(scales[id(p)] == 0.25 for p in model.camera_head.parameters())
+    assert all(scales[id(p)] == 1.0 for p in model.aggregator.parameters())
+
+
+def test_camera_only_forward_gives_the_full_models_poses():
+    model = VGGT(_tiny_config()).eval()
+    images = torch.rand(1, 3, 3, HEIGHT, WIDTH)
+    full, camera_only = model(images), training_forward(model, images, dense=False)
+    assert set(camera_only) == {"pose_enc", "pose_enc_list"}
+    assert torch.allclose(camera_only["pose_enc"], full["pose_enc"], atol=1e-6)

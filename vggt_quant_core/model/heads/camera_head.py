@@ -49,7 +49,10 @@ class CameraHead(nn.Module):
             if pred_pose_enc is None:
                 condition = self.embed_pose(self.empty_pose_tokens.expand(batch, frames, -1))
             else:
-                condition = self.embed_pose(pred_pose_enc.detach())
+                # As the official head: each iteration's delta is trained on its own, no gradient
+                # through earlier iterations (same values, other gradients).
+                pred_pose_enc = pred_pose_enc.detach()
+                condition = self.embed_pose(pred_pose_enc)
             shift, scale, gate = self.poseLN_modulation(condition).chunk(3, dim=-1)
             modulated = gate * (self.adaln_norm(pose_tokens) * (1 + scale) + shift) + pose_tokens
             delta = self.pose_branch(self.trunk_norm(self.trunk(modulated)))
