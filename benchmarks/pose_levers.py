@@ -78,8 +78,10 @@ def window_pose_scores(model: VGGT, cache: dict) -> dict:
                     errors[name][1].append(translation)
         for name, (rotation, translation) in errors.items():
             metrics = pose_metrics(np.concatenate(rotation), np.concatenate(translation))
-            scores[f"stride{stride}_{name}"] = {"auc@30": round(metrics["auc@30"], 4),
-                                                "rotation_error_deg": round(metrics["rotation_error_deg_mean"], 3)}
+            scores[f"stride{stride}_{name}"] = {
+                "auc@30": round(metrics["auc@30"], 4),
+                "rotation_error_deg": round(metrics["rotation_error_deg_mean"], 3),
+                "translation_error_deg": round(metrics["translation_error_deg_mean"], 3)}
     model.train()
     return scores
 
