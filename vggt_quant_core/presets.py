@@ -130,3 +130,15 @@ def load_model(checkpoint: Optional[Union[str, Path]] = None, preset: Optional[s
         return model, model.config.img_size, f"checkpoint {checkpoint}"
     chosen = get_preset(preset or DEFAULT_PRESET)
     return build_preset(chosen, dtype=dtype, device=device), chosen.image_size, f"preset {chosen.name}"
+
+
+def load_model_spec(spec: str, device: Union[str, torch.device] = "cpu") -> Tuple[VGGT, int, str]:
+    """A model named by one string (what ``--model`` takes): a preset name or an existing checkpoint path.
+    Returns what ``load_model`` returns."""
+    if spec in PRESETS:
+        return load_model(preset=spec, device=device)
+    path = Path(spec).expanduser()
+    if path.exists():
+        return load_model(checkpoint=path, device=device)
+    raise ValueError(f"--model {spec!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing "
+                     "checkpoint file or directory")

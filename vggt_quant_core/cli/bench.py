@@ -14,10 +14,9 @@ from ..inference import resolve_device
 from ..kernels.allocator import tune_glibc_malloc
 from ..kernels.elementwise import set_compile
 from ..model import VGGT, VGGTConfig
-from ..presets import get_preset
+from ..presets import get_preset, load_model_spec
 from ..quant import RECIPES, parse_bits
 from . import bench_accuracy
-from .eval import load_model_spec
 
 log = logging.getLogger("vggt_quant")
 

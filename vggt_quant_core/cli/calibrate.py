@@ -8,9 +8,8 @@ from ..calib import METHODS, STRATEGIES, CalibrationSettings, SamplePool, folder
 from ..calib.calibrate import calibrate_to_checkpoint
 from ..fileio import write_text_atomic
 from ..inference import resolve_device
-from ..presets import DEFAULT_PRESET
+from ..presets import DEFAULT_PRESET, load_model_spec
 from ..quant import parse_bits
-from .eval import load_model_spec
 
 log = logging.getLogger("vggt_quant")
 

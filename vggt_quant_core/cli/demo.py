@@ -20,7 +20,8 @@ from PIL import Image
 
 from ..data import HELD_OUT_SEED_BASE, TRAJECTORIES, RenderedSequence, generate_sequence
 from ..data.bags import STORAGES, BagCamera, image_topic, read_bag
-from ..eval.evaluate import (BASELINE, Scored, align_extrinsics, ground_truth_points, score,
+from ..data.preprocess import default_height
+from ..eval.evaluate import (BASELINE, Scored, align_extrinsics, format_accuracy_table, ground_truth_points, score,
                              trivial_prediction)
 from ..eval.metrics import pose_metrics
 from ..export.colormap import colorize_depth
@@ -28,7 +29,6 @@ from ..export.preview import Panel, Trajectory, render_preview
 from ..fileio import atomic_path, write_text_atomic
 from ..inference import colored_points, resolve_device
 from ..presets import DEFAULT_PRESET, get_preset, load_model
-from .eval import default_height, format_table
 from .infer import add_model_arguments, add_output_arguments, reconstruct_images
 from .scenes import read_ground_truth, write_scene
 
@@ -212,7 +212,7 @@ def _screen(report: dict, out: Path, result: DemoResult, title: str) -> str:
             f"{report['image_size_wh'][1]} ({report['trajectory']} in a {report['scene_kind']}, seed {report['seed']})"
             f"{warning}\nreconstructed by {result.method}\n"
             f"accuracy vs ground truth ({_scope(report)}; baseline: identity poses, constant depth):\n"
-            + format_table(report)
+            + format_accuracy_table(report)
             + f"\n{result.timing}; whole demo {report['seconds']['total']:.1f} s\n"
             f"outputs in {out}/:\n"
             f"  recording/bag/            rosbag2: /cam0/image_raw, /cam0/camera_info; + recording/ground_truth.npz\n"
