@@ -60,3 +60,12 @@ def test_geometry_and_data_do_not_import_the_model():
 def test_rule_checker_sees_relative_imports():
     names = set(_imports(CORE / "model" / "vggt.py"))
     assert "vggt_quant_core.model.aggregator" in names
+
+
+def test_kernels_import_nothing_of_the_project_outside_kernels():
+    assert _violations(CORE / "kernels", ["vggt_quant_core.kernels"]) == []
+
+
+def test_presets_do_not_import_eval():
+    """Named models are resolved without the evaluation code (the node's estimator loads presets)."""
+    assert [name for name in _imports(CORE / "presets.py") if name.startswith("vggt_quant_core.eval")] == []

@@ -8,7 +8,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-from .eval.outliers import inject_outliers
+from .outlier_model import inject_outliers
 from .model import CheckpointError, VGGT, VGGTConfig, load_vggt
 from .quant import is_quantized_checkpoint, load_quantized
 
@@ -84,7 +84,7 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            "pipeline in seconds; its reconstructions are meaningless",
            _small_config(224, 64, 4, (0, 1, 2, 3)), image_size=224),
     Preset("vggt-outlier", "untrained 4M-parameter VGGT with VGGT-1B-like activation outliers (massive "
-           "camera/register-token channels, outlier channels, heavy tails; see eval/outliers.py): a "
+           "camera/register-token channels, outlier channels, heavy tails; see outlier_model.py): a "
            "quantization benchmark model, not a reconstruction model",
            _small_config(224, 128, 6, (1, 3, 4, 5)), image_size=224, post_init=inject_outliers),
 ]}
