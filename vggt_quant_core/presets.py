@@ -10,7 +10,7 @@ import torch
 
 from .outlier_model import inject_outliers
 from .model import CheckpointError, VGGT, VGGTConfig, load_vggt
-from .quant import is_quantized_checkpoint, load_quantized
+from .quant import is_quantized_checkpoint, load_quantized, quant_record
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ def load_model(checkpoint: Optional[Union[str, Path]] = None, preset: Optional[s
     if checkpoint is not None:
         if Path(checkpoint).is_file() and is_quantized_checkpoint(checkpoint):
             model = load_quantized(checkpoint, device=device)
-            return model, model.config.img_size, f"quantized checkpoint {checkpoint} ({model.quant_config.label})"
+            label = quant_record(model).config.label
+            return model, model.config.img_size, f"quantized checkpoint {checkpoint} ({label})"
         model = load_vggt(checkpoint, dtype=dtype, device=device)
         return model, model.config.img_size, f"checkpoint {checkpoint}"
     chosen = get_preset(preset or DEFAULT_PRESET)

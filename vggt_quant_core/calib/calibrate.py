@@ -141,7 +141,6 @@ def calibrate(model: nn.Module, pool: SamplePool, settings: CalibrationSettings,
                                      loss=method.loss, chain=settings.chain, seed=settings.seed)
         report["engine"] = BlockReconstructor(model, engine_config, fisher_weights, work.path, log_fn).run(windows)
     freeze_model(model, config)
-    model.quant_base_sha256 = base_sha256
     report["seconds"] = round(time.perf_counter() - started, 2)
     report["samples"] = [pool.ids[i] for i in chosen]
     return report

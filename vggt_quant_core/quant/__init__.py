@@ -6,7 +6,8 @@ from .config import QuantConfig, parse_bits
 from .linear import QuantLinear
 from .quantizers import QuantSpec
 from .recipes import RECIPES
+from .record import QuantRecord, quant_record
 
-__all__ = ["QuantConfig", "QuantLinear", "QuantSpec", "RECIPES", "is_quantized_checkpoint", "load_quantized",
-           "parse_bits", "quantization_disabled", "quantize", "quantized_layers", "read_header", "save_quantized",
-           "size_report", "state_dict_sha256"]
+__all__ = ["QuantConfig", "QuantLinear", "QuantRecord", "QuantSpec", "RECIPES", "is_quantized_checkpoint",
+           "load_quantized", "parse_bits", "quant_record", "quantization_disabled", "quantize", "quantized_layers",
+           "read_header", "save_quantized", "size_report", "state_dict_sha256"]

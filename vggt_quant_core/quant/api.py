@@ -12,6 +12,7 @@ from .config import QuantConfig
 from .linear import QuantLinear
 from .observers import observe_inputs
 from .recipes import RECIPES
+from .record import QuantRecord, attach_record
 from .targets import preceding_norm, target_layers
 from .transforms import ChannelScale, InputTransform, KroneckerAffine, RandomHadamard, smoothing_scale
 
@@ -156,8 +157,7 @@ def quantize(model: nn.Module, config: QuantConfig = QuantConfig(),
     log_fn(f"quantize: {config.label}, {len(layers)} Linear layers wrapped")
     if images and config.needs_calibration_data:
         initialise_from_statistics(model, layers, config, images)
-    model.quant_config = config
-    model.quant_base_sha256 = base_sha256
+    attach_record(model, QuantRecord(config, base_sha256))
     if freeze:
         freeze_model(model, config)
     return model
