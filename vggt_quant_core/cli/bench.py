@@ -12,7 +12,7 @@ from ..eval.fidelity_bench import format_table, run_fidelity
 from ..fileio import write_text_atomic
 from ..inference import resolve_device
 from ..kernels.allocator import tune_glibc_malloc
-from ..kernels.elementwise import set_compile
+from ..kernels import set_compile
 from ..model import VGGT, VGGTConfig
 from ..presets import get_preset, load_model_spec
 from ..quant import RECIPES, parse_bits, quant_record

@@ -1,6 +1,6 @@
 """Quantization of VGGT: ``quantize(model, QuantConfig(...))``, ``save_quantized``/``load_quantized``."""
 
-from .api import quantization_disabled, quantize, quantized_layers, state_dict_sha256
+from .api import quantization_disabled, quantize, quantize_linear, quantized_layers, state_dict_sha256
 from .checkpoint import is_quantized_checkpoint, load_quantized, read_header, save_quantized, size_report
 from .config import QuantConfig, parse_bits
 from .linear import QuantLinear
@@ -9,5 +9,5 @@ from .recipes import RECIPES
 from .record import QuantRecord, quant_record
 
 __all__ = ["QuantConfig", "QuantLinear", "QuantRecord", "QuantSpec", "RECIPES", "is_quantized_checkpoint",
-           "load_quantized", "parse_bits", "quant_record", "quantization_disabled", "quantize", "quantized_layers",
-           "read_header", "save_quantized", "size_report", "state_dict_sha256"]
+           "load_quantized", "parse_bits", "quant_record", "quantization_disabled", "quantize", "quantize_linear",
+           "quantized_layers", "read_header", "save_quantized", "size_report", "state_dict_sha256"]

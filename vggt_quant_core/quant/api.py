@@ -64,6 +64,22 @@ def build_transform(config: QuantConfig, n: int, layer_index: int) -> InputTrans
     return InputTransform(steps)
 
 
+def quantize_linear(linear: nn.Linear, config: QuantConfig, layer_index: int = 0,
+                    smoothing: Optional[torch.Tensor] = None, smoothing_in_norm: bool = False) -> QuantLinear:
+    """A frozen QuantLinear for one Linear outside a model, with the transform ``quantize`` gives its
+    ``layer_index``-th target layer (benchmarks). ``smoothing`` [in_features] sets the scales of a smoothing
+    step; ``smoothing_in_norm`` drops a leading one, as ``quantize`` does where it fuses it into a LayerNorm."""
+    transform = build_transform(config, linear.in_features, layer_index)
+    scale_at = transform.index(ChannelScale.kind)
+    if scale_at is not None and smoothing is not None:
+        transform.steps[scale_at].set_scale(smoothing)
+    if scale_at == 0 and smoothing_in_norm:
+        del transform.steps[0]
+    layer = QuantLinear.from_linear(linear, transform, config.w_spec(), config.a_spec())
+    layer.freeze()
+    return layer
+
+
 def wrap_layers(model: nn.Module, config: QuantConfig) -> Dict[str, QuantLinear]:
     """Replace the target Linears by float-state QuantLinears (quantizers configured, transforms at
     identity/random init). Returns them by name."""
