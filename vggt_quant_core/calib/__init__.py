@@ -1,6 +1,6 @@
 """Calibration: sample pools, NFDS selection, Fisher weights, block-wise reconstruction."""
 
-from .calibrate import METHODS, CalibrationSettings, calibrate
+from .pipeline import METHODS, CalibrationSettings, calibrate
 from .engine import BlockReconstructor, EngineConfig, fp_chain
 from .fisher import estimate_fisher, normalize_fisher
 from .nfds import STRATEGIES, sample_features, select_samples

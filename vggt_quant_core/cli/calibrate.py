@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from ..calib import METHODS, STRATEGIES, CalibrationSettings, SamplePool, folder_sources
-from ..calib.calibrate import calibrate_to_checkpoint
+from ..calib.pipeline import calibrate_to_checkpoint
 from ..fileio import write_text_atomic
 from ..inference import resolve_device
 from ..presets import DEFAULT_PRESET, load_model_spec
