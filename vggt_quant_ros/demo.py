@@ -43,7 +43,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from vggt_quant_core.cli.demo import DemoResult, add_demo_arguments, read_recording, run_demo
-from vggt_quant_core.cli.main import run_reporting_errors
+from vggt_quant_core.cli.errors import run_reporting_errors
 from vggt_quant_core.data.bags import image_topic, serialized_messages
 from vggt_quant_core.export import write_depth, write_ply
 from vggt_quant_core.fileio import write_text_atomic
