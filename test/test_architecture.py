@@ -69,3 +69,17 @@ def test_kernels_import_nothing_of_the_project_outside_kernels():
 def test_presets_do_not_import_eval():
     """Named models are resolved without the evaluation code (the node's estimator loads presets)."""
     assert [name for name in _imports(CORE / "presets.py") if name.startswith("vggt_quant_core.eval")] == []
+
+
+def test_the_window_processor_runs_without_ros():
+    """The node's per-window work (and what it imports of the ROS package) needs no rclpy."""
+    ros_free = {"window_processor", "parameters", "mapping", "windowing", "estimator"}
+    package = REPO / "vggt_quant_ros"
+    bad = []
+    for module in ros_free:
+        for name in _imports(package / f"{module}.py"):
+            parts = name.split(".")
+            if parts[0] == "rclpy" or parts[0].endswith("_msgs") or (
+                    parts[0] == "vggt_quant_ros" and len(parts) > 1 and parts[1] not in ros_free):
+                bad.append(f"vggt_quant_ros/{module}.py imports {name}")
+    assert bad == []

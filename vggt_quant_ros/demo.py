@@ -51,7 +51,9 @@ from vggt_quant_core.geometry import quat_to_mat, unproject_depth_map_to_point_m
 
 from . import conversions
 from .estimator import Estimator, estimator_from_model
-from .reconstruct_node import NODE_NAME, ConfigurationError, ReconstructNode, Stats
+from .diagnostics import Stats
+from .parameters import ConfigurationError
+from .reconstruct_node import NODE_NAME, ReconstructNode
 
 PROG = "reconstruct-demo"
 CAMERA = "cam0"
