@@ -83,3 +83,13 @@ def test_the_window_processor_runs_without_ros():
                     parts[0] == "vggt_quant_ros" and len(parts) > 1 and parts[1] not in ros_free):
                 bad.append(f"vggt_quant_ros/{module}.py imports {name}")
     assert bad == []
+
+
+def test_only_the_console_script_shells_import_the_command_line():
+    """Library code lives outside cli/; the ROS console scripts that reuse its parsers are the exception."""
+    shells = {REPO / "vggt_quant_ros" / "calibrate_bags.py", REPO / "vggt_quant_ros" / "demo.py"}
+    bad = [f"{path.relative_to(REPO)} imports {name}"
+           for package in (CORE, REPO / "vggt_quant_ros") for path in package.rglob("*.py")
+           if CORE / "cli" not in path.parents and path not in shells
+           for name in _imports(path) if name.startswith("vggt_quant_core.cli")]
+    assert bad == []
