@@ -1,8 +1,9 @@
 """One window of keyframes -> VGGT -> cameras, depth, cloud and map update, without ROS.
 
-The ``reconstruct`` node's worker hands each window to ``WindowProcessor.process`` and publishes the
-``WindowResult``; tests and benchmarks call it directly. The processor owns what outlives a window: the
-map (``WindowMapper``), the keyframes shared with the next window, and camera 0's path.
+The ``reconstruct`` node's worker (and so the ROS demo, which plays a bag into the node) hands each
+window to ``WindowProcessor.process`` and publishes the ``WindowResult``; tests call it directly. The
+processor owns what outlives a window: the map (``WindowMapper``), the keyframes shared with the next
+window, and camera 0's path.
 """
 
 import time
