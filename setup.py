@@ -40,7 +40,7 @@ setup(
         "console_scripts": [
             "vggt-quant = vggt_quant_core.cli.main:main",
             "reconstruct = vggt_quant_ros.reconstruct_node:main",
-            "calibrate = vggt_quant_ros.calibrate_node:main",
+            "calibrate = vggt_quant_ros.calibrate_bags:main",
             "reconstruct-demo = vggt_quant_ros.demo:main",
         ],
     },

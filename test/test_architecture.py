@@ -60,3 +60,36 @@ def test_geometry_and_data_do_not_import_the_model():
 def test_rule_checker_sees_relative_imports():
     names = set(_imports(CORE / "model" / "vggt.py"))
     assert "vggt_quant_core.model.aggregator" in names
+
+
+def test_kernels_import_nothing_of_the_project_outside_kernels():
+    assert _violations(CORE / "kernels", ["vggt_quant_core.kernels"]) == []
+
+
+def test_presets_do_not_import_eval():
+    """Named models are resolved without the evaluation code (the node's estimator loads presets)."""
+    assert [name for name in _imports(CORE / "presets.py") if name.startswith("vggt_quant_core.eval")] == []
+
+
+def test_the_window_processor_runs_without_ros():
+    """The node's per-window work (and what it imports of the ROS package) needs no rclpy."""
+    ros_free = {"window_processor", "parameters", "mapping", "windowing", "estimator"}
+    package = REPO / "vggt_quant_ros"
+    bad = []
+    for module in ros_free:
+        for name in _imports(package / f"{module}.py"):
+            parts = name.split(".")
+            if parts[0] == "rclpy" or parts[0].endswith("_msgs") or (
+                    parts[0] == "vggt_quant_ros" and len(parts) > 1 and parts[1] not in ros_free):
+                bad.append(f"vggt_quant_ros/{module}.py imports {name}")
+    assert bad == []
+
+
+def test_only_the_console_script_shells_import_the_command_line():
+    """Library code lives outside cli/; the ROS console scripts that reuse its parsers are the exception."""
+    shells = {REPO / "vggt_quant_ros" / "calibrate_bags.py", REPO / "vggt_quant_ros" / "demo.py"}
+    bad = [f"{path.relative_to(REPO)} imports {name}"
+           for package in (CORE, REPO / "vggt_quant_ros") for path in package.rglob("*.py")
+           if CORE / "cli" not in path.parents and path not in shells
+           for name in _imports(path) if name.startswith("vggt_quant_core.cli")]
+    assert bad == []

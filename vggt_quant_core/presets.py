@@ -8,9 +8,9 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-from .eval.outliers import inject_outliers
+from .outlier_model import inject_outliers
 from .model import CheckpointError, VGGT, VGGTConfig, load_vggt
-from .quant import is_quantized_checkpoint, load_quantized
+from .quant import is_quantized_checkpoint, load_quantized, quant_record
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            "pipeline in seconds; its reconstructions are meaningless",
            _small_config(224, 64, 4, (0, 1, 2, 3)), image_size=224),
     Preset("vggt-outlier", "untrained 4M-parameter VGGT with VGGT-1B-like activation outliers (massive "
-           "camera/register-token channels, outlier channels, heavy tails; see eval/outliers.py): a "
+           "camera/register-token channels, outlier channels, heavy tails; see outlier_model.py): a "
            "quantization benchmark model, not a reconstruction model",
            _small_config(224, 128, 6, (1, 3, 4, 5)), image_size=224, post_init=inject_outliers),
 ]}
@@ -125,8 +125,21 @@ def load_model(checkpoint: Optional[Union[str, Path]] = None, preset: Optional[s
     if checkpoint is not None:
         if Path(checkpoint).is_file() and is_quantized_checkpoint(checkpoint):
             model = load_quantized(checkpoint, device=device)
-            return model, model.config.img_size, f"quantized checkpoint {checkpoint} ({model.quant_config.label})"
+            label = quant_record(model).config.label
+            return model, model.config.img_size, f"quantized checkpoint {checkpoint} ({label})"
         model = load_vggt(checkpoint, dtype=dtype, device=device)
         return model, model.config.img_size, f"checkpoint {checkpoint}"
     chosen = get_preset(preset or DEFAULT_PRESET)
     return build_preset(chosen, dtype=dtype, device=device), chosen.image_size, f"preset {chosen.name}"
+
+
+def load_model_spec(spec: str, device: Union[str, torch.device] = "cpu") -> Tuple[VGGT, int, str]:
+    """A model named by one string (what ``--model`` takes): a preset name or an existing checkpoint path.
+    Returns what ``load_model`` returns."""
+    if spec in PRESETS:
+        return load_model(preset=spec, device=device)
+    path = Path(spec).expanduser()
+    if path.exists():
+        return load_model(checkpoint=path, device=device)
+    raise ValueError(f"--model {spec!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing "
+                     "checkpoint file or directory")

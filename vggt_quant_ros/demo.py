@@ -1,7 +1,7 @@
 """``reconstruct-demo`` (``python -m vggt_quant_ros.demo``): ``vggt-quant demo`` with the reconstruction done
 by the ROS ``reconstruct`` node.
 
-The held-out scene is recorded as a rosbag2 file by the shared code of ``vggt_quant_core.cli.demo``. Its image
+The held-out scene is recorded as a rosbag2 file by the shared code of ``vggt_quant_core.demo``. Its image
 messages are then played as recorded (serialized CDR) over rclpy pub/sub into a ``ReconstructNode`` running in
 this process with the parameters of ``config/reconstruct.yaml``. What the node publishes is collected and
 converted back to what the shared scoring expects:
@@ -42,16 +42,19 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from vggt_quant_core.cli.demo import DemoResult, add_demo_arguments, read_recording, run_demo
-from vggt_quant_core.cli.main import run_reporting_errors
+from vggt_quant_core.cli.demo import add_demo_arguments
+from vggt_quant_core.cli.errors import run_reporting_errors
 from vggt_quant_core.data.bags import image_topic, serialized_messages
+from vggt_quant_core.demo import DemoResult, read_recording, run_demo
 from vggt_quant_core.export import write_depth, write_ply
 from vggt_quant_core.fileio import write_text_atomic
 from vggt_quant_core.geometry import quat_to_mat, unproject_depth_map_to_point_map
 
 from . import conversions
 from .estimator import Estimator, estimator_from_model
-from .reconstruct_node import NODE_NAME, ConfigurationError, ReconstructNode, Stats
+from .diagnostics import Stats
+from .parameters import ConfigurationError
+from .reconstruct_node import NODE_NAME, ReconstructNode
 
 PROG = "reconstruct-demo"
 CAMERA = "cam0"

@@ -16,6 +16,7 @@ import torch
 from vggt_quant_core.inference import resolve_device, resolve_precision, run_vggt, storage_dtype
 from vggt_quant_core.model import VGGT
 from vggt_quant_core.presets import load_model
+from vggt_quant_core.quant import quant_record
 
 
 @dataclass
@@ -45,7 +46,7 @@ def estimator_from_model(model: VGGT, image_size: int, description: str, precisi
     autocast = resolve_precision(precision, model, torch_device)
     stored = storage_dtype(model)
     name = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast]
-    quantized = getattr(model, "quant_config", None)  # set on models loaded from a quantized checkpoint
+    quantized = quant_record(model)
     return Estimator(predict=functools.partial(run_vggt, model, precision=precision), image_size=image_size,
                      description=description, backend=f"{torch_device} {name}",
-                     bits=quantized.w_bits if quantized is not None else stored.itemsize * 8)
+                     bits=quantized.config.w_bits if quantized is not None else stored.itemsize * 8)

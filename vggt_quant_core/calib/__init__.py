@@ -1,11 +1,11 @@
 """Calibration: sample pools, NFDS selection, Fisher weights, block-wise reconstruction."""
 
-from .calibrate import METHODS, CalibrationSettings, calibrate
+from .pipeline import METHODS, CalibrationSettings, calibrate
 from .engine import BlockReconstructor, EngineConfig, fp_chain
 from .fisher import estimate_fisher, normalize_fisher
 from .nfds import STRATEGIES, sample_features, select_samples
-from .pool import FolderSequence, InMemorySequence, SamplePool, folder_sources
+from .pool import FolderSequence, InMemorySequence, PoolSpec, SamplePool, folder_sources
 
 __all__ = ["BlockReconstructor", "CalibrationSettings", "EngineConfig", "FolderSequence", "InMemorySequence",
-           "METHODS", "STRATEGIES", "SamplePool", "calibrate", "estimate_fisher", "folder_sources", "fp_chain",
-           "normalize_fisher", "sample_features", "select_samples"]
+           "METHODS", "PoolSpec", "STRATEGIES", "SamplePool", "calibrate", "estimate_fisher", "folder_sources",
+           "fp_chain", "normalize_fisher", "sample_features", "select_samples"]

@@ -1,19 +1,21 @@
 """Calibration sample pools: windows of S frames from image sequences, referenced by id, loaded on demand.
 
 A *source* is one time-ordered image sequence (a folder of images, frames in memory, or frames decoded
-lazily from a rosbag by the ROS package). A *sample* is a window of ``window`` consecutive frames of one
+lazily from a rosbag by ``data.bags``). A *sample* is a window of ``window`` consecutive frames of one
 source, taken every ``stride`` frames; its id ``"<source>:<first>-<last>"`` is all a pool stores.
+``PoolSpec`` says where the sources come from and how windows are cut.
 """
 
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Protocol, Sequence
+from typing import Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from ..data.bags import bag_sources
 from ..data.files import IMAGE_SUFFIXES, natural_key
 from ..data.preprocess import ImageSource, load_and_preprocess_images
 
@@ -137,6 +139,35 @@ class SamplePool:
 
     def subset(self, indices: Sequence[int]) -> "SamplePool":
         return SamplePool(list(self.sources.values()), [self.samples[i] for i in indices], self.image_size, self.mode)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """The candidate windows of a calibration: image folders or rosbags, cut into windows."""
+
+    folders: Tuple[Path, ...] = ()   # each a folder of images or of sequence folders (see folder_sources)
+    bags: Tuple[Union[str, Path], ...] = ()   # rosbag2 directories, .mcap/.db3 files, ROS 1 .bag files
+    topics: Tuple[str, ...] = ()     # image topics of the bags (empty: every one)
+    max_gap_s: float = 1.0           # bags: windows never span a longer time without a frame
+    window: int = 10                 # frames per window
+    stride: int = 5                  # frames between window starts
+    size: Optional[int] = 400        # candidate windows kept (a seeded random subset); None: all
+    seed: int = 0
+
+    def __post_init__(self):
+        if bool(self.folders) == bool(self.bags):
+            raise ValueError("give image folders or bags as the calibration pool (one of the two)")
+        if self.topics and not self.bags:
+            raise ValueError("topics select image topics of bags, and no bag is given")
+
+    def sources(self) -> Tuple[List[SequenceSource], Dict[str, List[str]]]:
+        """The sequences, and what they were for the checkpoint's header (folders, or bags and topics)."""
+        if self.folders:
+            return folder_sources(self.folders), {"pool": [str(p) for p in self.folders]}
+        sources, found = bag_sources(self.bags, list(self.topics) or None, self.max_gap_s)
+        for bag, topics in found.items():
+            log.info("%s: %s", bag, ", ".join(f"{topic} ({count} frames)" for topic, count in topics.items()))
+        return sources, {"bags": [str(b) for b in self.bags], "topics": sorted({s.stream.topic for s in sources})}
 
 
 def split_count(total: int, parts: int) -> List[int]:

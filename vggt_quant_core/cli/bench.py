@@ -12,12 +12,11 @@ from ..eval.fidelity_bench import format_table, run_fidelity
 from ..fileio import write_text_atomic
 from ..inference import resolve_device
 from ..kernels.allocator import tune_glibc_malloc
-from ..kernels.elementwise import set_compile
+from ..kernels import set_compile
 from ..model import VGGT, VGGTConfig
-from ..presets import get_preset
-from ..quant import RECIPES, parse_bits
+from ..presets import get_preset, load_model_spec
+from ..quant import RECIPES, parse_bits, quant_record
 from . import bench_accuracy
-from .eval import load_model_spec
 
 log = logging.getLogger("vggt_quant")
 
@@ -116,7 +115,7 @@ def run_speed_command(args: argparse.Namespace) -> int:
             description = f"preset {preset.name} with random weights"
         else:
             model, size, description = load_model_spec(args.model, torch.device("cpu"))
-        if getattr(model, "quant_config", None) is not None:
+        if quant_record(model) is not None:
             raise ValueError(f"{args.model} is already quantized; give the float model")
         report["model"] = speed_bench.bench_model(model, description, args.model_frames, args.model_size or size,
                                                   quant_configs, backends, args.repeats, model_parts)

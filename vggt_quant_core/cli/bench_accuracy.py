@@ -6,12 +6,12 @@ import logging
 import sys
 from pathlib import Path
 
+from ..data.preprocess import default_height
 from ..eval.accuracy_bench import DEFAULT_METHODS, AccuracyBenchSettings, check_methods, format_tables, run_accuracy
 from ..fileio import write_text_atomic
 from ..inference import resolve_device
-from ..presets import TRAINED_DEFAULT
+from ..presets import TRAINED_DEFAULT, load_model_spec
 from ..quant import parse_bits
-from .eval import default_height, load_model_spec
 
 log = logging.getLogger("vggt_quant")
 

@@ -1,22 +1,37 @@
-"""``vggt-quant calibrate``: calibrate a quantized model on image sequences from disk."""
+"""``vggt-quant calibrate``: calibrate a quantized model on image folders or rosbag recordings.
+
+``bags_main`` is the same command with bags only, for the ROS ``calibrate`` console script
+(``vggt_quant_ros.calibrate_bags``).
+"""
 
 import argparse
 import logging
+import sys
 from pathlib import Path
+from typing import List
 
-from ..calib import METHODS, STRATEGIES, CalibrationSettings, SamplePool, folder_sources
-from ..calib.calibrate import calibrate_to_checkpoint
-from ..fileio import write_text_atomic
-from ..inference import resolve_device
+from ..calib import METHODS, STRATEGIES, CalibrationSettings, PoolSpec
+from ..calib.pipeline import calibrate_from_spec
 from ..presets import DEFAULT_PRESET
 from ..quant import parse_bits
-from .eval import load_model_spec
-
-log = logging.getLogger("vggt_quant")
+from .errors import run_reporting_errors
 
 
-def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared with the ROS ``calibrate`` node."""
+def add_arguments(parser: argparse.ArgumentParser, folders: bool = True) -> None:
+    """The options of ``vggt-quant calibrate``; without ``folders`` the pool comes from ``--bag`` only."""
+    if folders:
+        sources = parser.add_mutually_exclusive_group(required=True)
+        sources.add_argument("--pool", nargs="+", type=Path, metavar="DIR",
+                             help="a folder of images (one sequence) or a folder of sequence folders; repeatable")
+    else:
+        sources = parser
+    sources.add_argument("--bag", action="append", required=not folders, metavar="PATH",
+                         help="rosbag2 directory, .mcap/.db3 file or ROS 1 .bag (repeatable)")
+    parser.add_argument("--topic", action="append", metavar="TOPIC",
+                        help="bag image topic (Image or CompressedImage; repeatable; default: every image topic)")
+    parser.add_argument("--max-gap", type=float, default=1.0,
+                        help="seconds without a frame that end a stretch of a bag: windows never span it "
+                             "(default 1.0)")
     parser.add_argument("--model", default=DEFAULT_PRESET,
                         help="base model: preset name or checkpoint (default %(default)s)")
     parser.add_argument("--method", default="dsfq", choices=sorted(METHODS),
@@ -41,64 +56,41 @@ def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="quantized checkpoint to write (.safetensors)")
 
 
-def settings_from(args: argparse.Namespace) -> CalibrationSettings:
-    w_bits, a_bits = parse_bits(args.bits)
-    return CalibrationSettings(method=args.method, w_bits=w_bits, a_bits=a_bits, samples=args.samples,
-                               strategy=args.strategy, noise_fraction=args.noise_fraction, clusters=args.clusters,
-                               fisher_samples=args.fisher_samples, epochs=args.epochs, chain=args.chain,
-                               seed=args.seed)
-
-
 def add_parser(commands) -> None:
-    parser = commands.add_parser("calibrate", help="calibrate a quantized model on image sequences",
+    parser = commands.add_parser("calibrate", help="calibrate a quantized model on image sequences or rosbags",
                                  description="Select calibration windows (NFDS), estimate the Fisher (FGQ), learn "
                                              "the quantization block by block, and write a quantized checkpoint "
                                              "plus a JSON report. Interrupted runs resume from --work-dir.")
-    parser.add_argument("--pool", nargs="+", type=Path, required=True, metavar="DIR",
-                        help="a folder of images (one sequence) or a folder of sequence folders; repeatable")
-    add_calibration_arguments(parser)
+    add_arguments(parser)
     parser.set_defaults(run=run)
 
 
-def summary_text(report: dict, out: Path) -> str:
-    """A short human-readable account of a calibration run."""
-    settings, selection = report["settings"], report["selection"]
-    lines = [f"calibrated {out}: {settings['method']} w{settings['w_bits']}a{settings['a_bits']}",
-             f"  samples: {len(report['samples'])} of a pool of {report['pool_size']} windows "
-             f"({selection['strategy']}, seed {settings['seed']})"]
-    if "noise_filter" in selection:
-        lines.append(f"  noise filter dropped {len(selection['noise_filter']['dropped'])} windows")
-    if "clusters" in selection:
-        lines.append(f"  clusters: sizes {selection['clusters']['sizes']}, picked {selection['clusters']['picked']}")
-    blocks = report.get("engine", {}).get("blocks", [])
-    if blocks:
-        before, after = sum(b["before"] for b in blocks), sum(b["after"] for b in blocks)
-        lines.append(f"  block reconstruction loss: {before:.4g} -> {after:.4g} (sum over {len(blocks)} blocks; "
-                     f"{sum(b['after'] < b['before'] for b in blocks)} blocks improved)")
-        lines.append(f"  peak memory {report['engine']['peak_memory_bytes'] / 1e9:.2f} GB")
-    size = report["size"]
-    lines.append(f"  quantized layers {size['quantized_layers_bytes'] / 1e6:.1f} MB (fp16 "
-                 f"{size['quantized_layers_fp16_bytes'] / 1e6:.1f} MB), file {size['file_bytes'] / 1e6:.1f} MB")
-    lines.append(f"  time {report['seconds']:.0f} s; report {report['report_file']}")
-    if "fisher_file" in report:
-        lines.append(f"  Fisher (reusable with --fisher): {report['fisher_file']}")
-    return "\n".join(lines)
-
-
-def run_with_sources(args: argparse.Namespace, sources, provenance: dict) -> int:
-    """Shared by ``vggt-quant calibrate`` (folders) and the ROS ``calibrate`` node (bags)."""
-    settings = settings_from(args)
-    device = resolve_device(args.device)
-    model, width, description = load_model_spec(args.model, device)
-    pool = SamplePool.from_sources(sources, args.window, args.stride, args.pool_size, args.seed, image_size=width)
-    report = calibrate_to_checkpoint(model, pool, settings, args.out, args.work_dir, args.fisher,
-                                     include_base=not args.no_base,
-                                     provenance={"base_model": description, **provenance})
-    text = summary_text(report, args.out)
-    write_text_atomic(args.out.with_name(args.out.stem + ".summary.txt"), text + "\n")
-    print(text)
+def run(args: argparse.Namespace) -> int:
+    w_bits, a_bits = parse_bits(args.bits)
+    settings = CalibrationSettings(method=args.method, w_bits=w_bits, a_bits=a_bits, samples=args.samples,
+                                   strategy=args.strategy, noise_fraction=args.noise_fraction,
+                                   clusters=args.clusters, fisher_samples=args.fisher_samples, epochs=args.epochs,
+                                   chain=args.chain, seed=args.seed)
+    pool = PoolSpec(folders=tuple(getattr(args, "pool", None) or ()), bags=tuple(args.bag or ()),
+                    topics=tuple(args.topic or ()), max_gap_s=args.max_gap, window=args.window, stride=args.stride,
+                    size=args.pool_size, seed=args.seed)
+    _, summary = calibrate_from_spec(args.model, pool, settings, args.out, args.device, args.work_dir, args.fisher,
+                                     include_base=not args.no_base)
+    print(summary)
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    return run_with_sources(args, folder_sources(args.pool), {"pool": [str(p) for p in args.pool]})
+def bags_main(argv: List[str], prog: str, description: str) -> int:
+    """``calibrate`` on bags as a program of its own (the ROS console script): its own prog name and
+    description, ``-v``, and a Ctrl-C message that says how to resume."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    add_arguments(parser, folders=False)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        stream=sys.stderr, force=True)
+    work_dir = args.work_dir or args.out.with_name(args.out.name + ".work")
+    return run_reporting_errors(prog, args.verbose, lambda: run(args),
+                                f"interrupted; progress is kept in {work_dir}: run the same command again to "
+                                "resume (no checkpoint was written)")

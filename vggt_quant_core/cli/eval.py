@@ -3,16 +3,16 @@
 import argparse
 import json
 import logging
-import math
 from pathlib import Path
 
 from ..data import HELD_OUT_SEED_BASE, TRAJECTORIES
 from ..data.scenes import TEXTURE_SETS
-from ..eval.evaluate import BASELINE, BASELINE_DESCRIPTION, HEADLINE_METRICS, evaluate_model
+from ..data.preprocess import default_height
+from ..eval.evaluate import BASELINE_DESCRIPTION, evaluate_model, format_accuracy_table
 from ..eval.metrics import __doc__ as METRIC_DEFINITIONS
 from ..fileio import write_text_atomic
 from ..inference import PRECISIONS, resolve_device
-from ..presets import DEFAULT_PRESET, PRESETS, load_model
+from ..presets import DEFAULT_PRESET, PRESETS, load_model_spec
 
 log = logging.getLogger("vggt_quant")
 
@@ -40,31 +40,6 @@ def add_parser(commands) -> None:
     parser.set_defaults(run=run)
 
 
-def load_model_spec(spec: str, device):
-    """``--model``: a preset name or an existing checkpoint path -> (model, input width, description)."""
-    if spec in PRESETS:
-        return load_model(preset=spec, device=device)
-    path = Path(spec).expanduser()
-    if path.exists():
-        return load_model(checkpoint=path, device=device)
-    raise ValueError(f"--model {spec!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor an existing "
-                     "checkpoint file or directory")
-
-
-def default_height(width: int, patch_size: int) -> int:
-    """3/4 of ``width`` rounded to a multiple of the patch size (4:3, like most robot cameras)."""
-    return max(patch_size, round(width * 0.75 / patch_size) * patch_size)
-
-
-def format_table(report: dict) -> str:
-    """The one-screen comparison: one row per headline metric, model next to baseline."""
-    lines = [f"{'metric':<20}{'model':>10}{'baseline':>10}"]
-    for name in HEADLINE_METRICS:
-        values = [report[key][name] for key in ("model", BASELINE)]
-        lines.append(f"{name:<20}" + "".join("       nan" if math.isnan(v) else f"{v:>10.3f}" for v in values))
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.scenes < 1:
         raise ValueError("--scenes must be at least 1")
@@ -83,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
               "seeds": [seeds[0], seeds[-1]], "trajectory": args.trajectory, "textures": args.textures,
               "baseline": BASELINE_DESCRIPTION, "definitions": METRIC_DEFINITIONS, **report}
     print(f"{description}: {args.scenes} held-out scenes x {args.frames} frames, {width}x{height}\n"
-          + format_table(report))
+          + format_accuracy_table(report))
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=1))
         print(f"report: {args.json}")

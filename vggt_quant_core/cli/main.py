@@ -3,12 +3,11 @@
 import argparse
 import logging
 import sys
-import traceback
-from typing import Callable, List, Optional
+from typing import List, Optional
 
-from ..model import CheckpointError
 from . import bench, calibrate, demo, infer, quantize, scenes, train
 from . import eval as evaluate
+from .errors import run_reporting_errors
 
 log = logging.getLogger("vggt_quant")
 
@@ -21,22 +20,6 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (infer, demo, scenes, evaluate, quantize, calibrate, bench, train):
         module.add_parser(commands)
     return parser
-
-
-def run_reporting_errors(prog: str, verbose: bool, body: Callable[[], Optional[int]],
-                         interrupted: str = "interrupted (files are written atomically: none is half-written)") -> int:
-    """Run a command: bad input is reported in one line (exit 2), a traceback only with ``verbose``;
-    Ctrl-C exits 130 with ``interrupted``."""
-    try:
-        return body() or 0
-    except (CheckpointError, ValueError, OSError) as exc:
-        if verbose:
-            traceback.print_exc()
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: {interrupted}", file=sys.stderr)
-        return 130
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -10,8 +10,8 @@ import torch
 from ..data import load_and_preprocess_images
 from ..eval.fidelity_bench import scene_windows
 from ..inference import resolve_device
+from ..presets import load_model_spec
 from ..quant import RECIPES, QuantConfig, parse_bits, quantize, save_quantized
-from .eval import load_model_spec
 from ..data.files import find_images
 
 log = logging.getLogger("vggt_quant")

@@ -7,13 +7,13 @@ from pathlib import Path
 import torch
 
 from ..inference import resolve_device
+from ..data.preprocess import default_height
 from ..data.scenes import TEXTURE_SETS
 from ..model import VGGT, load_vggt
 from ..presets import PRESETS, TRAINED_DEFAULT, get_preset
 from ..train.dataset import CacheSpec, WindowSampler, build_scene_cache, load_scene_cache
 from ..train.losses import LossWeights
 from ..train.trainer import AUTOCAST_DTYPES, PATCH_INITS, TrainSettings, train
-from .eval import default_height
 
 log = logging.getLogger("vggt_quant")
 

@@ -50,6 +50,11 @@ def load_rgb(source: ImageSource) -> Image.Image:
     return image.convert("RGB")
 
 
+def default_height(width: int, patch_size: int) -> int:
+    """3/4 of ``width`` rounded to a multiple of the patch size (4:3, like most robot cameras)."""
+    return max(patch_size, round(width * 0.75 / patch_size) * patch_size)
+
+
 def model_input_size(width: int, height: int, mode: str = "crop", target_size: int = 518,
                      patch_size: int = 14) -> Tuple[int, int]:
     """(width, height) the image is resized to before any crop or pad."""

@@ -92,6 +92,15 @@ def summarise(scored: Sequence[Scored]) -> Dict[str, float]:
     return summary
 
 
+def format_accuracy_table(report: dict) -> str:
+    """The one-screen comparison: one row per headline metric, model next to baseline."""
+    lines = [f"{'metric':<20}{'model':>10}{'baseline':>10}"]
+    for name in HEADLINE_METRICS:
+        values = [report[key][name] for key in ("model", BASELINE)]
+        lines.append(f"{name:<20}" + "".join("       nan" if math.isnan(v) else f"{v:>10.3f}" for v in values))
+    return "\n".join(lines)
+
+
 def reconstruct_frames(model: VGGT, images: np.ndarray, precision: str = "auto"):
     """Run the model on RGB frames [S, H, W, 3] uint8 (sides multiples of the patch size, no resizing)
     and return the ``inference.Reconstruction`` (points from depth and predicted cameras)."""

@@ -23,11 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..kernels.elementwise import fused_quantize_per_token
+from ..kernels import quantize_rows
 from ..model import VGGT, VGGTConfig
-from ..quant import QuantConfig, QuantLinear, quantize, quantized_layers, size_report
-from ..quant.api import build_transform
-from ..quant.transforms import ChannelScale
+from ..quant import QuantConfig, QuantLinear, quantize, quantize_linear, quantized_layers, size_report
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +71,8 @@ def _quantized_linear(linear: nn.Linear, kind: str, method: str, bits: Tuple[int
     """A frozen QuantLinear as ``quantize`` would build it for ``kind`` (smoothing scales random: speed
     does not depend on their values; folded into the LayerNorm where ``quantize`` folds them)."""
     config = QuantConfig(method=method, w_bits=bits[0], a_bits=bits[1])
-    transform = build_transform(config, linear.in_features, index)
-    scale_at = transform.index(ChannelScale.kind)
-    if scale_at is not None:
-        transform.steps[scale_at].set_scale(torch.rand(linear.in_features) + 0.5)
-        if scale_at == 0 and kind in _SCALE_FUSED_INTO_NORM:
-            del transform.steps[0]
-    layer = QuantLinear.from_linear(linear, transform, config.w_spec(), config.a_spec())
-    layer.freeze()
-    return layer
+    return quantize_linear(linear, config, index, smoothing=torch.rand(linear.in_features) + 0.5,
+                           smoothing_in_norm=kind in _SCALE_FUSED_INTO_NORM)
 
 
 def _tensor_bytes(tensors) -> int:
@@ -104,7 +95,7 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
             "fp32": lambda: F.linear(x, linear.weight, linear.bias),
             "bf16": lambda: F.linear(x_bf16, linear_bf16.weight, linear_bf16.bias),
         }
-        codes, _ = fused_quantize_per_token(x, 127, torch.tensor(1.0))
+        codes, _ = quantize_rows(x, k, 127, torch.tensor(1.0), None)
         weight_codes = torch.randint(-128, 128, (n, k), dtype=torch.int8)
         variants["int8 GEMM only"] = lambda: torch._int_mm(codes, weight_codes.t())
         sizes = {"fp32": 4 * (k * n + n), "bf16": 2 * (k * n + n)}

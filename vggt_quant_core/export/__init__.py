@@ -1,4 +1,4 @@
-"""Writing results: point clouds, depth images, cameras."""
+"""Writing results: point clouds, depth images, cameras, scene recordings with their ground truth."""
 
 from .colormap import colorize_depth, turbo
 from .ply import read_ply, write_ply

@@ -6,8 +6,9 @@ Importing this package registers the backends of ``int_mm`` (CPU and CUDA ``torc
 """
 
 from . import cutlass_int, int_mm, triton_int  # noqa: F401  (register the backends; their heavy parts load lazily)
+from .elementwise import quantize_rows, set_compile
 from .hadamard import hadamard_matrix, hadamard_transform, is_hadamard_order, random_orthogonal
 from .packing import pack_int4, unpack_int4
 
-__all__ = ["hadamard_matrix", "hadamard_transform", "is_hadamard_order", "pack_int4", "random_orthogonal",
-           "unpack_int4"]
+__all__ = ["hadamard_matrix", "hadamard_transform", "is_hadamard_order", "pack_int4", "quantize_rows",
+           "random_orthogonal", "set_compile", "unpack_int4"]

@@ -12,6 +12,7 @@ from .config import QuantConfig
 from .linear import QuantLinear
 from .observers import observe_inputs
 from .recipes import RECIPES
+from .record import QuantRecord, attach_record
 from .targets import preceding_norm, target_layers
 from .transforms import ChannelScale, InputTransform, KroneckerAffine, RandomHadamard, smoothing_scale
 
@@ -61,6 +62,22 @@ def build_transform(config: QuantConfig, n: int, layer_index: int) -> InputTrans
     if recipe.affine:
         steps.append(KroneckerAffine(n, seed=seed))
     return InputTransform(steps)
+
+
+def quantize_linear(linear: nn.Linear, config: QuantConfig, layer_index: int = 0,
+                    smoothing: Optional[torch.Tensor] = None, smoothing_in_norm: bool = False) -> QuantLinear:
+    """A frozen QuantLinear for one Linear outside a model, with the transform ``quantize`` gives its
+    ``layer_index``-th target layer (benchmarks). ``smoothing`` [in_features] sets the scales of a smoothing
+    step; ``smoothing_in_norm`` drops a leading one, as ``quantize`` does where it fuses it into a LayerNorm."""
+    transform = build_transform(config, linear.in_features, layer_index)
+    scale_at = transform.index(ChannelScale.kind)
+    if scale_at is not None and smoothing is not None:
+        transform.steps[scale_at].set_scale(smoothing)
+    if scale_at == 0 and smoothing_in_norm:
+        del transform.steps[0]
+    layer = QuantLinear.from_linear(linear, transform, config.w_spec(), config.a_spec())
+    layer.freeze()
+    return layer
 
 
 def wrap_layers(model: nn.Module, config: QuantConfig) -> Dict[str, QuantLinear]:
@@ -156,8 +173,7 @@ def quantize(model: nn.Module, config: QuantConfig = QuantConfig(),
     log_fn(f"quantize: {config.label}, {len(layers)} Linear layers wrapped")
     if images and config.needs_calibration_data:
         initialise_from_statistics(model, layers, config, images)
-    model.quant_config = config
-    model.quant_base_sha256 = base_sha256
+    attach_record(model, QuantRecord(config, base_sha256))
     if freeze:
         freeze_model(model, config)
     return model

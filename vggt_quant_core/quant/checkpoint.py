@@ -29,6 +29,7 @@ from .api import quantized_layers, state_dict_sha256
 from .config import QuantConfig
 from .linear import QuantLinear
 from .quantizers import QuantSpec
+from .record import QuantRecord, attach_record, quant_record
 from .transforms import ChannelScale, InputTransform, KroneckerAffine, RandomHadamard
 
 FORMAT = "vggt-quant"
@@ -56,6 +57,7 @@ def save_quantized(model: VGGT, path: PathLike, include_base: bool = True,
         raise ValueError("model has no quantized layers; call quantize() first")
     if not all(layer.frozen for layer in layers.values()):
         raise ValueError("freeze the model (quantize(..., freeze=True)) before saving")
+    record = quant_record(model)
     state = model.state_dict()
     if not include_base:
         owned = tuple(f"{name}." for name in layers) + tuple(
@@ -65,8 +67,8 @@ def save_quantized(model: VGGT, path: PathLike, include_base: bool = True,
     header = {
         "format": FORMAT, "version": FORMAT_VERSION, "library_version": __version__,
         "torch_version": torch.__version__,
-        "quant_config": model.quant_config.to_dict(), "model_config": model.config.to_dict(),
-        "base_sha256": model.quant_base_sha256, "includes_base": include_base,
+        "quant_config": record.config.to_dict(), "model_config": model.config.to_dict(),
+        "base_sha256": record.base_sha256, "includes_base": include_base,
         "layers": {name: _layer_layout(layer) for name, layer in layers.items()},
         "calibration": calibration,
     }
@@ -162,8 +164,7 @@ def load_quantized(path: PathLike, base: Optional[Union[PathLike, VGGT]] = None,
         model.load_state_dict(tensors, strict=header["includes_base"], assign=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: tensors do not match the layout in its header ({exc})") from exc
-    model.quant_config = config
-    model.quant_base_sha256 = header["base_sha256"]
+    attach_record(model, QuantRecord(config, header["base_sha256"]))
     return model.to(device).eval()
 
 

@@ -51,7 +51,7 @@ def test_token_statistics_find_the_massive_special_channels_of_the_outlier_model
     outlier = token_activation_statistics(build_preset(get_preset("vggt-outlier")), windows)["summary"]
     for block in ("frame", "global"):
         residual = outlier[f"{block}/residual"]
-        # vggt-outlier sets 4 channels of the camera and register tokens to +-50 (eval/outliers.py)
+        # vggt-outlier sets 4 channels of the camera and register tokens to +-50 (outlier_model.py)
         assert residual["camera_massive_channels"]["median"] == 4
         assert residual["register_massive_channels"]["median"] == 4
         assert residual["camera_top_ratio"]["median"] > 5 * residual["patch_top_ratio"]["median"]

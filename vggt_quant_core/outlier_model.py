@@ -24,7 +24,7 @@ a seeded random model, deterministically:
 
 import torch
 
-from ..model import VGGT
+from .model import VGGT
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from helpers import GOLDEN
 from vggt_quant_core.data import generate_sequence
 from vggt_quant_core.data.bags import bag_sources, split_at_gaps, write_bag
 from vggt_quant_core.quant import read_header
-from vggt_quant_ros.calibrate_node import main
+from vggt_quant_ros.calibrate_bags import main
 
 WIDTH, HEIGHT = 56, 42
 

@@ -11,6 +11,9 @@ Methods:
 
 With a work directory every stage is resumable: the selection, the Fisher tensor and each calibrated
 block are saved atomically, and a restarted run with the same settings continues where it stopped.
+
+``calibrate_from_spec`` is the whole use case behind ``vggt-quant calibrate`` and the ROS ``calibrate``
+script: base model by name or path, pool from folders or bags, checkpoint, report and summary on disk.
 """
 
 import json
@@ -18,17 +21,19 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 from torch import nn
 
 from ..fileio import write_bytes_atomic, write_text_atomic
+from ..inference import resolve_device
+from ..presets import load_model_spec
 from ..quant import QuantConfig, quantize, save_quantized, state_dict_sha256
 from ..quant.api import freeze_model
 from .engine import BlockReconstructor, EngineConfig
 from .fisher import estimate_fisher, load_fisher, normalize_fisher, save_fisher
 from .nfds import STRATEGIES, sample_features, select_samples
-from .pool import SamplePool
+from .pool import PoolSpec, SamplePool
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +146,6 @@ def calibrate(model: nn.Module, pool: SamplePool, settings: CalibrationSettings,
                                      loss=method.loss, chain=settings.chain, seed=settings.seed)
         report["engine"] = BlockReconstructor(model, engine_config, fisher_weights, work.path, log_fn).run(windows)
     freeze_model(model, config)
-    model.quant_base_sha256 = base_sha256
     report["seconds"] = round(time.perf_counter() - started, 2)
     report["samples"] = [pool.ids[i] for i in chosen]
     return report
@@ -186,3 +190,46 @@ def calibrate_to_checkpoint(model: nn.Module, pool: SamplePool, settings: Calibr
     write_text_atomic(report_path, json.dumps({**report, "provenance": provenance}, indent=1))
     report["report_file"] = str(report_path)
     return report
+
+
+def calibrate_from_spec(model_spec: str, pool_spec: PoolSpec, settings: CalibrationSettings, out: Path,
+                        device: str = "auto", work_dir: Optional[Path] = None, fisher_path: Optional[Path] = None,
+                        include_base: bool = True, log_fn: Callable[[str], None] = log.info) -> Tuple[Dict, str]:
+    """Calibrate the model ``model_spec`` (a preset name or checkpoint path) on the windows of ``pool_spec``
+    and write what ``calibrate_to_checkpoint`` writes plus ``<out>.summary.txt``. Returns the report and the
+    summary text."""
+    out = Path(out)
+    sources, provenance = pool_spec.sources()
+    model, width, description = load_model_spec(model_spec, resolve_device(device))
+    pool = SamplePool.from_sources(sources, pool_spec.window, pool_spec.stride, pool_spec.size, pool_spec.seed,
+                                   image_size=width)
+    report = calibrate_to_checkpoint(model, pool, settings, out, work_dir, fisher_path, include_base=include_base,
+                                     provenance={"base_model": description, **provenance}, log_fn=log_fn)
+    text = summary_text(report, out)
+    write_text_atomic(out.with_name(out.stem + ".summary.txt"), text + "\n")
+    return report, text
+
+
+def summary_text(report: dict, out: Path) -> str:
+    """A short human-readable account of a calibration run."""
+    settings, selection = report["settings"], report["selection"]
+    lines = [f"calibrated {out}: {settings['method']} w{settings['w_bits']}a{settings['a_bits']}",
+             f"  samples: {len(report['samples'])} of a pool of {report['pool_size']} windows "
+             f"({selection['strategy']}, seed {settings['seed']})"]
+    if "noise_filter" in selection:
+        lines.append(f"  noise filter dropped {len(selection['noise_filter']['dropped'])} windows")
+    if "clusters" in selection:
+        lines.append(f"  clusters: sizes {selection['clusters']['sizes']}, picked {selection['clusters']['picked']}")
+    blocks = report.get("engine", {}).get("blocks", [])
+    if blocks:
+        before, after = sum(b["before"] for b in blocks), sum(b["after"] for b in blocks)
+        lines.append(f"  block reconstruction loss: {before:.4g} -> {after:.4g} (sum over {len(blocks)} blocks; "
+                     f"{sum(b['after'] < b['before'] for b in blocks)} blocks improved)")
+        lines.append(f"  peak memory {report['engine']['peak_memory_bytes'] / 1e9:.2f} GB")
+    size = report["size"]
+    lines.append(f"  quantized layers {size['quantized_layers_bytes'] / 1e6:.1f} MB (fp16 "
+                 f"{size['quantized_layers_fp16_bytes'] / 1e6:.1f} MB), file {size['file_bytes'] / 1e6:.1f} MB")
+    lines.append(f"  time {report['seconds']:.0f} s; report {report['report_file']}")
+    if "fisher_file" in report:
+        lines.append(f"  Fisher (reusable with --fisher): {report['fisher_file']}")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""The node's per-window work without ROS: keyframes -> cameras, depth, cloud and map update."""
+
+import dataclasses
+
+import numpy as np
+
+from helpers_truth import GroundTruthModel, rig
+from vggt_quant_ros.estimator import Estimator
+from vggt_quant_ros.parameters import PARAMETERS, NodeSettings
+from vggt_quant_ros.window_processor import WindowProcessor
+from vggt_quant_ros.windowing import Frame, FrameSet
+
+WIDTH, HEIGHT = 112, 84
+DEFAULTS = NodeSettings(**{p.name: p.default for p in PARAMETERS})
+
+
+def _keyframes(truth, steps):
+    return [FrameSet((Frame(camera=0, stamp_ns=1_000_000_000 + t, frame_id="cam0_optical_frame",
+                            rgb=truth.images[0, t]),)) for t in steps]
+
+
+def test_settings_have_one_field_per_parameter_in_order():
+    assert [f.name for f in dataclasses.fields(NodeSettings)] == [p.name for p in PARAMETERS]
+
+
+def test_two_windows_give_depth_in_map_units_and_a_growing_path():
+    truth = rig(6, WIDTH, HEIGHT)
+    model = GroundTruthModel(truth, scales=(0.7, 1.3))
+    estimator = Estimator(predict=model.predict, image_size=WIDTH, description="ground truth", backend="cpu fp32",
+                          bits=32)
+    settings = dataclasses.replace(DEFAULTS, window_size=4, window_stride=2, conf_percentile=0.0)
+    problems = []
+    processor = WindowProcessor(estimator, settings, lambda *problem: problems.append(problem))
+    first = processor.process(_keyframes(truth, range(4)), settings)
+    second = processor.process(_keyframes(truth, range(2, 6)), settings)
+    assert problems == [] and model.windows[1] == [(0, t) for t in range(2, 6)]
+    assert [stamp for stamp, _ in first.path] == [1_000_000_000 + t for t in range(4)]
+    assert [stamp for stamp, _ in second.path] == [1_000_000_000 + t for t in range(6)]
+    for result, step in ((first, 3), (second, 5)):
+        (view,) = result.depth
+        assert view.frame is result.frames[-1] and view.depth.shape == (HEIGHT, WIDTH)
+        valid = np.isfinite(view.depth)
+        assert valid.mean() > 0.5
+        # the map's unit is the first window's: 0.7 times the true depth in both windows
+        np.testing.assert_allclose(view.depth[valid], 0.7 * truth.depth[0, step][valid], rtol=1e-3)
+        np.testing.assert_allclose(view.intrinsics, truth.intrinsics, rtol=1e-4)
+    assert second.map_points == len(second.cloud[0]) > first.update.xyz.shape[0] > 0

@@ -1,0 +1,65 @@
+"""The ``reconstruct`` node's publishers: a ``WindowResult`` -> points, poses, path, odometry, TF and depth.
+
+Stamps are those of the newest keyframe (depth: of its own image), never ``now()``.
+"""
+
+from typing import List
+
+from geometry_msgs.msg import PoseArray
+from nav_msgs.msg import Odometry, Path
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+
+from . import conversions
+from .parameters import NodeSettings
+from .window_processor import WindowResult
+
+
+def _tf_broadcaster_class():
+    """``tf2_ros.TransformBroadcaster`` on full ROS installs, None in the pip-wheel environment."""
+    try:
+        from tf2_ros import TransformBroadcaster
+    except ImportError:
+        return None
+    return TransformBroadcaster
+
+
+class WindowPublishers:
+    """Publishers under the node's namespace (``~/...``); latched outputs keep the latest map for late joiners."""
+
+    def __init__(self, node: Node, names: List[str], settings: NodeSettings):
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._map_frame = settings.map_frame
+        self._points = node.create_publisher(PointCloud2, "~/points", latched)
+        self._poses = node.create_publisher(PoseArray, "~/poses", latched)
+        self._path = node.create_publisher(Path, "~/path", latched)
+        self._odom = node.create_publisher(Odometry, "~/odom", latched)
+        self._depth = [node.create_publisher(Image, f"~/depth/{name}", 5) for name in names]
+        self._info = [node.create_publisher(CameraInfo, f"~/depth/{name}/camera_info", 5) for name in names]
+        self._tf = None
+        if settings.publish_tf:
+            broadcaster = _tf_broadcaster_class()
+            if broadcaster is None:
+                node.get_logger().info("tf2_ros is not installed: no /tf; every output is already in "
+                                       f"'{settings.map_frame}'")
+            else:
+                self._tf = broadcaster(node)
+
+    def publish(self, result: WindowResult, settings: NodeSettings) -> None:
+        head = conversions.header(self._map_frame, result.window[-1].stamp_ns)
+        poses, frames, newest = result.poses, result.frames, result.newest
+        xyz, rgb, conf = result.cloud
+        self._points.publish(conversions.point_cloud(head, xyz, rgb, conf if settings.publish_confidence else None))
+        self._poses.publish(conversions.pose_array(head, poses))
+        self._path.publish(conversions.path_message(head, [(stamp, self._map_frame, pose)
+                                                           for stamp, pose in result.path]))
+        self._odom.publish(conversions.odometry(head, frames[newest].frame_id, poses[newest]))
+        if self._tf is not None:
+            self._tf.sendTransform([conversions.transform(head, frames[newest + c].frame_id, poses[newest + c])
+                                    for c in range(len(result.depth))])
+        for camera, view in enumerate(result.depth):
+            frame_head = conversions.header(view.frame.frame_id, view.frame.stamp_ns)
+            height, width = view.depth.shape
+            self._depth[camera].publish(conversions.depth_image(frame_head, view.depth))
+            self._info[camera].publish(conversions.camera_info(frame_head, view.intrinsics, width, height))

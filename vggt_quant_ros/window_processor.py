@@ -1,0 +1,182 @@
+"""One window of keyframes -> VGGT -> cameras, depth, cloud and map update, without ROS.
+
+The ``reconstruct`` node's worker (and so the ROS demo, which plays a bag into the node) hands each
+window to ``WindowProcessor.process`` and publishes the ``WindowResult``; tests call it directly. The
+processor owns what outlives a window: the map (``WindowMapper``), the keyframes shared with the next
+window, and camera 0's path.
+"""
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Deque, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from vggt_quant_core.data import preprocess_image, preprocessed_intrinsics, stack_padded
+from vggt_quant_core.geometry import pose_encoding_to_extri_intri
+from vggt_quant_core.inference import predictions_to_reconstruction
+
+from .estimator import Estimator
+from .mapping import WORLD_ROTATIONS, WindowMapper, WindowUpdate
+from .parameters import NodeSettings
+from .windowing import Frame, FrameSet, compose_window
+
+Pose = Tuple[np.ndarray, np.ndarray]   # position [3], quaternion [4] (x, y, z, w) in the map
+# (camera or None for the whole window, kind, text): a problem worth a throttled warning, not a failed window
+Warn = Callable[[Optional[int], str, str], None]
+
+
+class WindowError(Exception):
+    """A window that cannot be used (e.g. non-finite model output); the node skips it."""
+
+
+class StageClock:
+    """Wall and CPU milliseconds per stage; this thread's CPU time is not inflated by a busy machine."""
+
+    def __init__(self) -> None:
+        self.wall_ms: Dict[str, float] = {}
+        self.cpu_ms: Dict[str, float] = {}
+        self._last = (time.perf_counter(), time.thread_time())
+
+    def lap(self, stage: str) -> None:
+        now = (time.perf_counter(), time.thread_time())
+        self.wall_ms[stage], self.cpu_ms[stage] = (1000 * (b - a) for a, b in zip(self._last, now))
+        self._last = now
+
+    def finish(self) -> None:
+        """Add ``overhead``: every stage but inference."""
+        for stages in (self.wall_ms, self.cpu_ms):
+            stages["overhead"] = sum(v for k, v in stages.items() if k != "inference")
+
+
+@dataclass
+class DepthView:
+    """Depth of one image at model resolution, with the intrinsics to back-project it."""
+
+    frame: Frame
+    depth: np.ndarray        # [H, W] float32, map units, NaN where invalid
+    intrinsics: np.ndarray   # [3, 3] pixels of ``depth`` (predicted, or from CameraInfo)
+
+
+@dataclass
+class WindowResult:
+    """What one window adds, in the map frame."""
+
+    window: List[FrameSet]
+    frames: List[Frame]                  # time-major, then camera
+    update: WindowUpdate                 # the window's placement, cameras and own cloud
+    cloud: Tuple[np.ndarray, np.ndarray, np.ndarray]   # xyz, rgb, conf of ~/points (map or window)
+    depth: List[DepthView]               # the newest time step, one per camera
+    path: List[Tuple[int, Pose]]         # (stamp_ns, pose of camera 0) at every keyframe so far, oldest first
+    map_points: int
+    clock: StageClock = field(default_factory=StageClock)
+
+    @property
+    def poses(self) -> List[Pose]:
+        return list(zip(self.update.positions, self.update.quaternions))
+
+    @property
+    def newest(self) -> int:
+        """Index in ``frames`` of the newest time step's first image."""
+        return len(self.frames) - len(self.window[0].frames)
+
+
+class WindowProcessor:
+    """The node's per-window work, ROS-free. ``settings`` fixes the map (voxels, axes), the window overlap
+    and the path length; each ``process`` call takes the settings snapshot its window runs with."""
+
+    def __init__(self, estimator: Estimator, settings: NodeSettings, warn: Warn):
+        self.estimator = estimator
+        self.input_size = settings.image_size or estimator.image_size
+        self.mapper = WindowMapper(settings.voxel_size, settings.max_map_points,
+                                   WORLD_ROTATIONS[settings.world_frame_convention])
+        self._size, self._shared = settings.window_size, settings.window_size - settings.window_stride
+        self._anchors: List[FrameSet] = []
+        self._path: Deque[Tuple[int, Pose]] = deque(maxlen=settings.path_max_size)
+        self._warn = warn
+
+    def process(self, latest: List[FrameSet], settings: NodeSettings) -> WindowResult:
+        """Keyframes of the newest window (plus the shared ones of the last processed window when windows were
+        dropped) -> result; raises ``WindowError`` or ``mapping.AlignmentError`` for an unusable window."""
+        clock = StageClock()
+        window = compose_window(latest, self._anchors, self._size)
+        frames = [frame for frameset in window for frame in frameset.frames]   # time-major, then camera
+        # decoded in the subscription thread as they arrived: its wall time stands in for CPU time
+        convert = 1000 * sum(frame.convert_seconds for frame in frames if frame.model_input is None)
+        clock.wall_ms["convert"] = clock.cpu_ms["convert"] = convert
+        images = self._model_inputs(frames, settings)
+        clock.lap("preprocess")
+        predictions = self.estimator.predict(images)
+        clock.lap("inference")
+        pose_enc = predictions["pose_enc"][0].float()
+        bad = int((~torch.isfinite(pose_enc).all(dim=-1)).sum())
+        if bad:
+            raise WindowError(f"the model returned non-finite camera poses for {bad} of {len(frames)} images")
+        calibrated = self._calibrated_intrinsics(frames, images, settings)
+        if calibrated is None:
+            _, predicted = pose_encoding_to_extri_intri(pose_enc[None], images.shape[-2:])
+            intrinsics = predicted[0]
+        else:
+            intrinsics = calibrated
+        recon = predictions_to_reconstruction(predictions, point_source=settings.point_source,
+                                              pixel_stride=settings.pixel_stride, intrinsics=intrinsics)
+        clock.lap("reconstruct")
+        accumulate = settings.cloud_mode == "map"
+        update = self.mapper.integrate([(f.stamp_ns, f.camera) for f in frames], recon, settings.conf_percentile,
+                                       settings.conf_min, accumulate=accumulate)
+        self._anchors = window[len(window) - self._shared:]
+        clock.lap("align")   # what follows belongs to the node's "publish" stage, as the messages it fills
+        cameras = len(window[0].frames)
+        last_stamp = self._path[-1][0] if self._path else -1
+        for step, frameset in enumerate(window):
+            if frameset.stamp_ns > last_stamp:
+                self._path.append((frameset.stamp_ns, (update.positions[step * cameras],
+                                                       update.quaternions[step * cameras])))
+        newest = len(frames) - cameras
+        depth = [self._depth_view(predictions, frames[i], i, intrinsics[i].numpy(), update.scale, settings.conf_min)
+                 for i in range(newest, len(frames))]
+        cloud = self.mapper.map.arrays() if accumulate else (update.xyz, update.rgb, update.conf)
+        return WindowResult(window=window, frames=frames, update=update, cloud=cloud, depth=depth,
+                            path=list(self._path), map_points=len(self.mapper.map), clock=clock)
+
+    @staticmethod
+    def _depth_view(predictions: Dict[str, torch.Tensor], frame: Frame, index: int, intrinsics: np.ndarray,
+                    scale: float, conf_min: float) -> DepthView:
+        """Depth in map units (like the cloud), NaN where invalid or not confident."""
+        depth = predictions["depth"][0, index, ..., 0].float().cpu().numpy()
+        conf = predictions["depth_conf"][0, index].float().cpu().numpy()
+        depth = np.where(np.isfinite(depth) & (depth > 0) & (conf > conf_min), depth * scale, np.nan)
+        return DepthView(frame=frame, depth=depth, intrinsics=intrinsics)
+
+    def _model_inputs(self, frames: List[Frame], settings: NodeSettings) -> torch.Tensor:
+        """[S, 3, H, W] in [0, 1]; each frame is preprocessed once and reused by overlapping windows."""
+        for frame in frames:
+            if frame.model_input is None:
+                frame.model_input = preprocess_image(frame.rgb, mode=settings.preprocess_mode,
+                                                     target_size=self.input_size)
+        sizes = sorted({(f.model_input.shape[-1], f.model_input.shape[-2]) for f in frames})
+        if len(sizes) > 1:
+            self._warn(None, "sizes", "images of different sizes in one window (model inputs "
+                       + ", ".join(f"{w}x{h}" for w, h in sizes) + "): smaller ones are padded with white")
+        return stack_padded([frame.model_input for frame in frames])
+
+    def _calibrated_intrinsics(self, frames: List[Frame], images: torch.Tensor, settings: NodeSettings
+                               ) -> Optional[torch.Tensor]:
+        """CameraInfo intrinsics in model-input pixels when ``intrinsics_source`` asks for them, else None."""
+        if settings.intrinsics_source != "camera_info":
+            return None
+        missing = sorted({f.camera for f in frames if f.intrinsics is None})
+        if missing:
+            self._warn(missing[0], "camera_info", "no usable CameraInfo yet: this window uses predicted intrinsics")
+            return None
+        height, width = images.shape[-2:]
+        out = []
+        for frame in frames:
+            k = preprocessed_intrinsics(frame.intrinsics, frame.rgb.shape[1], frame.rgb.shape[0],
+                                        mode=settings.preprocess_mode, target_size=self.input_size)
+            k[0, 2] += (width - frame.model_input.shape[-1]) // 2   # white padding of smaller images (stack_padded)
+            k[1, 2] += (height - frame.model_input.shape[-2]) // 2
+            out.append(k)
+        return torch.tensor(np.stack(out), dtype=torch.float32)
