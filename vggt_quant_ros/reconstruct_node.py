@@ -49,6 +49,7 @@ from vggt_quant_core.presets import DEFAULT_PRESET, PRESETS
 
 from . import conversions
 from .estimator import Estimator, load_estimator
+from .launch_arguments import ArgumentError, check_params_file, params_files_of
 from .mapping import WORLD_ROTATIONS, AlignmentError, WindowMapper, WindowUpdate
 from .windowing import (ApproximateSync, Frame, FrameSet, KeyframeGate, LatestWinsQueue, SlidingWindow, StallWatch,
                         StampOrder, compose_window, thumbnail)
@@ -656,6 +657,12 @@ class ReconstructNode(Node):
 
 def main(args: Optional[List[str]] = None) -> int:
     """Console script ``reconstruct``: ``reconstruct --ros-args --params-file config/reconstruct.yaml``."""
+    try:
+        for path in params_files_of(sys.argv if args is None else args):
+            check_params_file(path, argument="--params-file")   # rcl would fail in rclpy.init with a traceback
+    except ArgumentError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"configuration error: {exc}")
+        return 1
     try:
         with rclpy.init(args=args):
             try:

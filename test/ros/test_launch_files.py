@@ -75,6 +75,39 @@ def test_launch_file_runs_where_launch_ros_is_installed():
     assert node.node_executable == "reconstruct"
 
 
+def _launch(*arguments):
+    """Run the launch file as ``ros2 launch`` does with ``name:=value`` arguments: its exit code and the names of
+    the processes it started."""
+    pytest.importorskip("launch_ros")
+    from launch import LaunchDescription, LaunchService
+    from launch.actions import IncludeLaunchDescription, RegisterEventHandler
+    from launch.event_handlers import OnProcessStart
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    started = []
+    service = LaunchService()
+    service.include_launch_description(LaunchDescription([
+        RegisterEventHandler(OnProcessStart(on_start=lambda event, context: started.append(event.process_name))),
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(LAUNCH)),
+                                 launch_arguments=[tuple(a.split(":=", 1)) for a in arguments]),
+    ]))
+    return service.run(), started
+
+
+@pytest.mark.parametrize("argument", ["rviz:=maybe", "use_sim_time:=yes", "params_file:=/nonexistent.yaml",
+                                      "image_topics:=[]", "image_topics:=123", "image_topics:=["])
+def test_a_bad_argument_ends_the_launch_before_any_process_starts(argument):
+    assert _launch(argument) == (1, [])
+
+
+def test_the_node_exiting_ends_the_launch_with_exit_code_1(monkeypatch):
+    """The node refuses the transport and exits 1; the launch ends too (RViz with it where rviz2 is installed,
+    a warning where it is not) instead of returning 0 or leaving RViz up."""
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(DOMAIN_ID))
+    code, started = _launch("transport:=bogus")
+    assert code == 1 and "reconstruct-1" in started
+
+
 def test_rviz_view_shows_the_node_topics_in_map():
     view = yaml.safe_load(RVIZ.read_text())["Visualization Manager"]
     assert view["Global Options"]["Fixed Frame"] == "map"
