@@ -28,14 +28,13 @@ setup(
     ],
     # torch is not pinned here: install the build matching your CUDA first (the Makefile uses 2.13.0 CPU).
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4", "Pillow>=9.1", "scikit-learn>=1.2",
-                      "rosbags>=0.11.9", "scipy>=1.9"],
+                      "rosbags>=0.11.9", "scipy>=1.9", "PyYAML>=5.4"],
     extras_require={
         "ros": ROS_WHEELS,
         "dev": ["pytest>=7", "flake8>=6", "colcon-common-extensions", "fht-cpu"],
         "fast": ["fht-cpu"],  # optional CPU Hadamard kernel (the pure-torch Kronecker path is the default)
     },
     zip_safe=False,  # the CUDA sources in kernels/csrc are compiled from the installed files
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "vggt-quant = vggt_quant_core.cli.main:main",

@@ -1,5 +1,6 @@
 """Packaging: a ROS 2 ament_python package that colcon builds and pip installs."""
 
+import ast
 import os
 import re
 import shutil
@@ -66,3 +67,64 @@ def test_colcon_build_installs_the_ament_package(tmp_path):
     assert (site / "vggt_quant_core" / "model" / "vggt.py").exists()
     assert (site / "vggt_quant_core" / "weights" / "vggt-tiny-synth.safetensors").is_file()  # the default model
     assert re.search(r"Summary: 1 package finished", result.stdout + result.stderr)
+
+
+# import name -> (rosdep key, pip distribution) of every third-party Python module the package needs
+PYTHON_DEPENDENCIES = {
+    "numpy": ("python3-numpy", "numpy"),
+    "PIL": ("python3-pil", "Pillow"),
+    "scipy": ("python3-scipy", "scipy"),
+    "sklearn": ("python3-sklearn", "scikit-learn"),
+    "yaml": ("python3-yaml", "PyYAML"),
+    "torch": (None, "torch"),   # no rosdep key: rosdep has no CUDA-matched build, the README installs it with pip
+    "safetensors": (None, "safetensors"),
+    "rosbags": (None, "rosbags"),
+}
+# imported only where importable (guarded imports), so not required; package.xml names each of them
+OPTIONAL_IMPORTS = {"cv_bridge", "tf2_ros", "fht_cpu", "fast_hadamard_transform", "triton"}
+# ROS packages, whose rosdep key is their import name
+ROS_PACKAGES = re.compile(r"^(rclpy|ament_index_python|launch|launch_ros|\w+_msgs|\w+_interfaces)$")
+
+
+def _third_party_imports():
+    """Top-level module names imported anywhere by the installed code (both packages and the launch file)."""
+    files = [*(REPO / "vggt_quant_core").rglob("*.py"), *(REPO / "vggt_quant_ros").rglob("*.py"),
+             *(REPO / "launch").glob("*.py")]
+    names = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and not n.startswith("vggt_quant")}
+
+
+def test_every_import_of_the_package_is_declared_in_package_xml():
+    imports = _third_party_imports()
+    assert imports - set(PYTHON_DEPENDENCIES) - OPTIONAL_IMPORTS - {n for n in imports if ROS_PACKAGES.match(n)} \
+        == set(), "a new import: add it to package.xml, setup.py and README, then to PYTHON_DEPENDENCIES here"
+    package_xml = (REPO / "package.xml").read_text()
+    depends = {e.text for e in ET.parse(REPO / "package.xml").getroot().findall("exec_depend")}
+    rosdep_keys = {key for name, (key, _) in PYTHON_DEPENDENCIES.items() if key and name in imports}
+    assert rosdep_keys | {n for n in imports if ROS_PACKAGES.match(n)} <= depends
+    assert [n for n in OPTIONAL_IMPORTS if n not in package_xml and n.replace("_", "-") not in package_xml] == []
+
+
+def test_every_python_dependency_is_in_setup_py_and_the_readme_install_lines():
+    setup_py = (REPO / "setup.py").read_text()
+    missing = [dist for _, dist in PYTHON_DEPENDENCIES.values() if f'"{dist}>=' not in setup_py]
+    assert missing == [], "pip install . must install them"
+    readme = (REPO / "README.md").read_text()
+    colcon = readme[readme.index("### colcon"):readme.index("## VGGT-1B weights")]
+    pip_line = next(line for line in colcon.splitlines() if line.startswith("pip install"))
+    assert [dist for key, dist in PYTHON_DEPENDENCIES.values() if key is None and dist not in pip_line] == []
+    assert [key for key, _ in PYTHON_DEPENDENCIES.values() if key and key not in colcon] == [], \
+        "the README says which packages rosdep installs"
+
+
+def test_setup_py_has_no_option_setuptools_does_not_know():
+    result = subprocess.run([sys.executable, "setup.py", "--name"], cwd=REPO, capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == PACKAGE
+    assert "Unknown distribution option" not in result.stderr

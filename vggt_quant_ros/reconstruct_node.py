@@ -39,6 +39,7 @@ from vggt_quant_core.model import CheckpointError
 from . import conversions
 from .diagnostics import Stats, Throttle, diagnostic_status, stall_warning
 from .estimator import Estimator, load_estimator
+from .launch_arguments import ArgumentError, check_params_file, params_files_of
 from .mapping import AlignmentError
 from .outputs import WindowPublishers
 from .parameters import PARAMETERS, ConfigurationError, NodeSettings, Param, settings_from
@@ -331,6 +332,12 @@ class ReconstructNode(Node):
 
 def main(args: Optional[List[str]] = None) -> int:
     """Console script ``reconstruct``: ``reconstruct --ros-args --params-file config/reconstruct.yaml``."""
+    try:
+        for path in params_files_of(sys.argv if args is None else args):
+            check_params_file(path, argument="--params-file")   # rcl would fail in rclpy.init with a traceback
+    except ArgumentError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"configuration error: {exc}")
+        return 1
     try:
         with rclpy.init(args=args):
             try:

@@ -10,6 +10,8 @@ from helpers import REPO
 from helpers_ros import DOMAIN_ID, RosGraph
 
 import rclpy  # noqa: I100 (helpers_ros skips this module without rclpy)
+from rclpy.expand_topic_name import expand_topic_name
+from rclpy.parameter import Parameter
 from vggt_quant_ros.estimator import Estimator
 from vggt_quant_ros.reconstruct_node import NODE_NAME, PARAMETERS, ReconstructNode
 
@@ -75,19 +77,75 @@ def test_launch_file_runs_where_launch_ros_is_installed():
     assert node.node_executable == "reconstruct"
 
 
+def _launch(*arguments):
+    """Run the launch file as ``ros2 launch`` does with ``name:=value`` arguments: its exit code and the names of
+    the processes it started."""
+    pytest.importorskip("launch_ros")
+    from launch import LaunchDescription, LaunchService
+    from launch.actions import IncludeLaunchDescription, RegisterEventHandler
+    from launch.event_handlers import OnProcessStart
+    from launch.launch_description_sources import PythonLaunchDescriptionSource
+
+    started = []
+    service = LaunchService()
+    service.include_launch_description(LaunchDescription([
+        RegisterEventHandler(OnProcessStart(on_start=lambda event, context: started.append(event.process_name))),
+        IncludeLaunchDescription(PythonLaunchDescriptionSource(str(LAUNCH)),
+                                 launch_arguments=[tuple(a.split(":=", 1)) for a in arguments]),
+    ]))
+    return service.run(), started
+
+
+@pytest.mark.parametrize("argument", ["rviz:=maybe", "use_sim_time:=yes", "params_file:=/nonexistent.yaml",
+                                      "image_topics:=[]", "image_topics:=123", "image_topics:=["])
+def test_a_bad_argument_ends_the_launch_before_any_process_starts(argument):
+    assert _launch(argument) == (1, [])
+
+
+def test_the_node_exiting_ends_the_launch_with_exit_code_1(monkeypatch):
+    """The node refuses the transport and exits 1; the launch ends too (RViz with it where rviz2 is installed,
+    a warning where it is not) instead of returning 0 or leaving RViz up."""
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(DOMAIN_ID))
+    code, started = _launch("transport:=bogus")
+    assert code == 1 and "reconstruct-1" in started
+
+
+def _view_topics(namespace):
+    """Display name -> (display class, topic as RViz started in ``namespace`` resolves it, enabled). RViz hands
+    the view's names to rclcpp, which expands relative names as rclpy's ``expand_topic_name`` does."""
+    displays = yaml.safe_load(RVIZ.read_text())["Visualization Manager"]["Displays"]
+    return {d["Name"]: (d["Class"].split("/")[1], expand_topic_name(d["Topic"]["Value"], "rviz2", namespace),
+                        d["Value"]) for d in displays if "Topic" in d}
+
+
+def _published(namespace, **node_kwargs):
+    graph = RosGraph()
+    try:
+        node = graph.add(ReconstructNode(_idle, context=graph.context, namespace=namespace, **node_kwargs))
+        return {name for name, _ in graph.probe.get_publisher_names_and_types_by_node(node.get_name(), namespace)}
+    finally:
+        graph.close()
+
+
 def test_rviz_view_shows_the_node_topics_in_map():
     view = yaml.safe_load(RVIZ.read_text())["Visualization Manager"]
     assert view["Global Options"]["Fixed Frame"] == "map"
-    topics = {d["Class"].split("/")[1]: d["Topic"]["Value"] for d in view["Displays"] if "Topic" in d}
+    displays = _view_topics("/")
+    topics = {kind: topic for kind, topic, enabled in displays.values() if enabled}
     assert topics == {"PointCloud2": "/vggt/points", "Path": "/vggt/path", "PoseArray": "/vggt/poses",
                       "Odometry": "/vggt/odom", "Image": "/vggt/depth/cam0"}
-    graph = RosGraph()
-    try:
-        node = graph.add(ReconstructNode(_idle, context=graph.context))
-        published = {name for name, _ in graph.probe.get_publisher_names_and_types_by_node(node.get_name(), "/")}
-        assert set(topics.values()) <= published
-    finally:
-        graph.close()
+    assert displays["Depth cam1"] == ("Image", "/vggt/depth/cam1", False)   # ticked by hand with two cameras
+    assert set(topics.values()) <= _published("/")
+
+
+def test_rviz_view_follows_the_node_into_its_namespace_with_both_cameras():
+    """The launch file starts RViz in the node's namespace: every display, the second camera's depth included,
+    resolves to a topic the node publishes there."""
+    topics = {topic for _, topic, _ in _view_topics("/robot1").values()}
+    assert topics == {"/robot1/vggt/points", "/robot1/vggt/path", "/robot1/vggt/poses", "/robot1/vggt/odom",
+                      "/robot1/vggt/depth/cam0", "/robot1/vggt/depth/cam1"}
+    two_cameras = Parameter("image_topics", value=["/left/image_raw", "/right/image_raw"])
+    assert topics <= _published("/robot1", parameter_overrides=[two_cameras])
 
 
 def test_readme_documents_every_parameter():

@@ -32,6 +32,7 @@ def _command(*ros_args):
     (["-p", "checkpoint:=/nonexistent/model.pt"], "configuration error: checkpoint /nonexistent/model.pt not found"),
     (["-p", "window_size:=1000"], "window_size"),
     (["-p", "window_stride:=8"], "window_stride (8) must be smaller than window_size (8)"),
+    (["--params-file", "/nonexistent.yaml"], "configuration error: --params-file: /nonexistent.yaml does not exist"),
 ])
 def test_configuration_errors_exit_once_with_one_line(ros_args, reason):
     result = subprocess.run(_command(*ros_args), env=ENV, capture_output=True, text=True, timeout=120)
