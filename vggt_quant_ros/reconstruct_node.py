@@ -335,16 +335,8 @@ def main(args: Optional[List[str]] = None) -> int:
     try:
         for path in params_files_of(sys.argv if args is None else args):
             check_params_file(path, argument="--params-file")   # rcl would fail in rclpy.init with a traceback
-    except ArgumentError as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"configuration error: {exc}")
-        return 1
-    try:
         with rclpy.init(args=args):
-            try:
-                node = ReconstructNode()
-            except ConfigurationError as exc:
-                rclpy.logging.get_logger(NODE_NAME).fatal(f"configuration error: {exc}")
-                return 1
+            node = ReconstructNode()
             executor = MultiThreadedExecutor()
             executor.add_node(node)
             try:
@@ -353,6 +345,9 @@ def main(args: Optional[List[str]] = None) -> int:
                 executor.shutdown()
                 node.destroy_node()
             return 1 if node.fatal.done() else 0
+    except (ArgumentError, ConfigurationError) as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"configuration error: {exc}")
+        return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0
 
