@@ -72,13 +72,17 @@ def quantize_per_token(x: torch.Tensor, qmax: int, clip: torch.Tensor, divisor: 
     return codes.to(torch.int8), scale
 
 
-def dequantize_output(acc: torch.Tensor, a_scale: torch.Tensor, w_scale: torch.Tensor,
+def dequantize_output(acc: torch.Tensor, a_scale: Optional[torch.Tensor], w_scale: Optional[torch.Tensor],
                       bias: Optional[torch.Tensor], out_dtype: torch.dtype) -> torch.Tensor:
-    """int32 accumulator [M, N] -> acc * a_scale [M, 1] * w_scale [1, N] + bias [N], in ``out_dtype``.
+    """GEMM result [M, N] -> acc * a_scale [M, 1] * w_scale [1, N] + bias [N], in ``out_dtype``; a scale
+    is None when the GEMM already applied it (oneDNN takes the weight scales).
 
-    In place on the one float32 buffer, so the eager version makes a single allocation."""
+    In place on the one float32 buffer, so the eager version makes at most one allocation."""
     y = acc.to(torch.float32)
-    y.mul_(a_scale).mul_(w_scale)
+    if a_scale is not None:
+        y.mul_(a_scale)
+    if w_scale is not None:
+        y.mul_(w_scale)
     if bias is not None:
         y.add_(bias)
     return y.to(out_dtype)

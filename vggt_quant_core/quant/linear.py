@@ -195,7 +195,10 @@ class QuantLinear(nn.Module):
         own = {t.untyped_storage().data_ptr() for t in self.buffers()} | {
             p.untyped_storage().data_ptr() for p in self.parameters()}
         extra = [t for t in vars(self._kernel.state).values() if isinstance(t, torch.Tensor)]
-        return sum(t.untyped_storage().nbytes() for t in extra if t.untyped_storage().data_ptr() not in own)
+        # Opaque oneDNN tensors (prepacked weights) have no storage to compare: always a copy of their own.
+        opaque = sum(t.numel() * t.element_size() for t in extra if t.is_mkldnn)
+        return opaque + sum(t.untyped_storage().nbytes() for t in extra
+                            if not t.is_mkldnn and t.untyped_storage().data_ptr() not in own)
 
     def _needs_autograd(self, x: torch.Tensor) -> bool:
         return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
