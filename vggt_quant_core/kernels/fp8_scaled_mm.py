@@ -34,14 +34,6 @@ class ScaledMMState:
     bias: Optional[torch.Tensor]  # float32 [N]
     act_clip: torch.Tensor        # float32 scalar
 
-    @property
-    def in_features(self) -> int:
-        return self.weight_t.shape[0]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight_t.shape[1]
-
 
 class ScaledMMBackend(LinearBackend):
     """``torch._scaled_mm`` on one device type, writing ``gemm_dtype``."""
@@ -77,12 +69,12 @@ class ScaledMMBackend(LinearBackend):
 
     def forward(self, state: ScaledMMState, x: torch.Tensor, out_dtype: torch.dtype,
                 divisor: Optional[torch.Tensor] = None) -> torch.Tensor:
-        lead = x.shape[:-1]
-        codes, a_scale = fused_quantize_per_token_e4m3(x.reshape(-1, state.in_features), state.act_clip, divisor)
+        in_features, out_features = state.weight_t.shape
+        codes, a_scale = fused_quantize_per_token_e4m3(x.reshape(-1, in_features), state.act_clip, divisor)
         y = self.scaled_product(state, codes, a_scale)
         if state.bias is not None or y.dtype != out_dtype:
             y = fused_dequantize_output(y, None, None, state.bias, out_dtype)
-        return y.reshape(*lead, state.out_features)
+        return y.reshape(*x.shape[:-1], out_features)
 
 
 CUDA_FP8 = register_backend(ScaledMMBackend("cuda-fp8-scaled-mm", "cuda", priority=80, gemm_dtype=torch.bfloat16,
