@@ -119,3 +119,16 @@ def test_format_is_validated_and_integer_configs_serialise_as_before():
     assert "number_format" not in QuantConfig().to_dict() and "number_format" not in QuantSpec(8).to_dict()
     config = QuantConfig(method="quarot", number_format=E4M3)
     assert QuantConfig.from_dict(config.to_dict()) == config and config.label == "quarot-w8a8-e4m3"
+
+
+def test_float_state_trains_through_e4m3_fake_quantization():
+    torch.manual_seed(0)
+    config = QuantConfig(number_format=E4M3)
+    layer = QuantLinear.from_linear(nn.Linear(64, 48), InputTransform([]), config.w_spec(), config.a_spec())
+    x = torch.randn(5, 64, requires_grad=True)
+    y = layer(x)
+    y.sum().backward()
+    assert x.grad is not None and layer.weight.grad.abs().sum() > 0  # straight-through rounding
+    layer.freeze()
+    with torch.no_grad():
+        assert torch.allclose(layer(x), y, rtol=1e-5, atol=1e-5)  # frozen codes are the fake-quantized weight
