@@ -1,15 +1,16 @@
 """Check and time every CUDA quantized-Linear variant against the fake-quant reference, in one run.
 
 For each VGGT-1B aggregator Linear shape (qkv, proj, fc1, fc2) at M = frames x 1374 tokens, and a small
-M (camera-token path), it builds one frozen QuantLinear per config (W8A8, W4A8, W4A4; symmetric
-per-channel weights, dynamic per-token activations, QuaRot Hadamard), then for every registered CUDA
-backend that supports it:
+M (camera-token path), it builds one frozen QuantLinear per config (W8A8, W4A8, W4A4 and FP8 E4M3
+W8A8; symmetric per-channel weights, dynamic per-token activations, QuaRot Hadamard), then for every
+registered CUDA backend that supports it:
 
 1. checks the output against the reference backend (max error relative to the reference's max, and the
    integer accumulator exactly, where the backend exposes ``int_accumulate``);
-2. times it (CUDA events, warm-up first, median of repeated calls) next to bf16 ``F.linear`` and the
-   int8 GEMM alone; and times the Hadamard transform with every CUDA implementation available
-   (``fast_hadamard_transform`` when importable, and the Kronecker GEMMs).
+2. times it (CUDA events, warm-up first, median of repeated calls) next to bf16 ``F.linear``, the
+   int8 GEMM alone and (sm_89+) the FP8 ``_scaled_mm`` alone; and times the Hadamard transform with
+   every CUDA implementation available (``fast_hadamard_transform`` when importable, and the Kronecker
+   GEMMs).
 
 The CUTLASS backends are opted in here (``VGGTQ_CUTLASS=1``, unless ``--no-cutlass``): their extension is
 compiled on first use (nvcc, minutes; needs ``pip install nvidia-cutlass`` or ``CUTLASS_PATH``).
@@ -35,6 +36,7 @@ from vggt_quant_core.kernels import hadamard_transform
 from vggt_quant_core.kernels.cutlass_int import CUTLASS_ENV
 from vggt_quant_core.kernels.hadamard import BACKENDS as HADAMARD_BACKENDS
 from vggt_quant_core.kernels.elementwise import quantize_per_token
+from vggt_quant_core.kernels.fp8_scaled_mm import FP8_MIN_CAPABILITY
 from vggt_quant_core.kernels.registry import backends, device_capability
 from vggt_quant_core.model import VGGTConfig
 from vggt_quant_core.quant import QuantConfig, QuantLinear
@@ -42,7 +44,8 @@ from vggt_quant_core.quant.api import build_transform
 from reporting import emit  # benchmarks/reporting.py (the script's folder is on sys.path)
 
 TOKENS_PER_FRAME = 1374  # VGGT-1B at 518x518
-CONFIGS = {"w8a8": (8, 8), "w4a8": (4, 8), "w4a4": (4, 4)}
+CONFIGS = {"w8a8": {"w_bits": 8, "a_bits": 8}, "w4a8": {"w_bits": 4, "a_bits": 8}, "w4a4": {"w_bits": 4, "a_bits": 4},
+           "w8a8-e4m3": {"w_bits": 8, "a_bits": 8, "number_format": "e4m3"}}
 
 
 def cuda_ms(run, repeats):
@@ -60,8 +63,8 @@ def cuda_ms(run, repeats):
     return statistics.median(times)
 
 
-def frozen_layer(k, n, bits, device):
-    config = QuantConfig(method="quarot", w_bits=bits[0], a_bits=bits[1])
+def frozen_layer(k, n, formats, device):
+    config = QuantConfig(method="quarot", **formats)
     layer = QuantLinear.from_linear(nn.Linear(k, n), build_transform(config, k, 0), config.w_spec(),
                                     config.a_spec())
     layer.freeze()
@@ -133,8 +136,14 @@ def main() -> int:
             weight_codes = torch.randint(-128, 128, (n, k), device=device, dtype=torch.int8)
             entry = {"bf16_ms": cuda_ms(lambda: F.linear(x_bf16, w_bf16), args.repeats),
                      "int_mm_gemm_only_ms": cuda_ms(lambda: torch._int_mm(codes, weight_codes.t()), args.repeats)}
-            for name, bits in CONFIGS.items():
-                entry[name] = check_and_time(frozen_layer(k, n, bits, device), x, args.repeats)
+            if torch.cuda.get_device_capability(device) >= FP8_MIN_CAPABILITY:
+                x_fp8, w_fp8 = x.to(torch.float8_e4m3fn), w_bf16.to(torch.float8_e4m3fn)
+                row_scale, column_scale = torch.ones(rows, 1, device=device), torch.ones(1, n, device=device)
+                entry["fp8_scaled_mm_gemm_only_ms"] = cuda_ms(lambda: torch._scaled_mm(
+                    x_fp8, w_fp8.t(), scale_a=row_scale, scale_b=column_scale, out_dtype=torch.bfloat16),
+                    args.repeats)
+            for name, formats in CONFIGS.items():
+                entry[name] = check_and_time(frozen_layer(k, n, formats, device), x, args.repeats)
                 for result in entry[name].values():
                     if isinstance(result, dict) and "ms" in result:
                         result["speedup_vs_bf16"] = round(entry["bf16_ms"] / result["ms"], 2)

@@ -16,6 +16,7 @@ from ..kernels import set_compile
 from ..model import VGGT, VGGTConfig
 from ..presets import get_preset, load_model_spec
 from ..quant import RECIPES, parse_bits, quant_record
+from ..quant.quantizers import NUMBER_FORMATS
 from . import bench_accuracy
 
 log = logging.getLogger("vggt_quant")
@@ -34,6 +35,9 @@ def add_parser(commands) -> None:
     fidelity.add_argument("--methods", default="rtn,smoothquant,quarot,dsfq",
                           help=f"comma-separated, from {sorted(RECIPES)}")
     fidelity.add_argument("--bits", default="w8a8,w6a6,w4a8,w4a4", help="comma-separated wXaY")
+    fidelity.add_argument("--formats", default="int",
+                          help=f"comma-separated number formats, from {', '.join(NUMBER_FORMATS)}: e4m3 (FP8) "
+                               "adds a w8a8-e4m3 row next to each w8a8 one (default: int)")
     fidelity.add_argument("--frames", type=int, default=4, help="frames per window")
     fidelity.add_argument("--windows", type=int, default=2, help="evaluation windows (rendered scenes)")
     fidelity.add_argument("--calibration-windows", type=int, default=2,
@@ -135,13 +139,17 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
     if unknown:
         raise ValueError(f"unknown method(s) {sorted(unknown)}; choose from {sorted(RECIPES)}")
     bit_pairs = [parse_bits(b) for b in args.bits.split(",") if b.strip()]
+    number_formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if not number_formats or set(number_formats) - set(NUMBER_FORMATS):
+        raise ValueError(f"--formats takes {', '.join(NUMBER_FORMATS)}; got {args.formats!r}")
     if args.frames < 2 or args.windows < 1 or args.calibration_windows < 1:
         raise ValueError("--frames must be >= 2, --windows and --calibration-windows >= 1")
     device = resolve_device(args.device)
     model, width, description = load_model_spec(args.model, device)
     log.info("fidelity: %s, %d methods x %d bit-widths, %d windows of %d frames", description, len(methods),
              len(bit_pairs), args.windows, args.frames)
-    report = run_fidelity(model, methods, bit_pairs, args.frames, args.windows, args.calibration_windows, width)
+    report = run_fidelity(model, methods, bit_pairs, args.frames, args.windows, args.calibration_windows, width,
+                          number_formats)
     report["model"] = description
     text = json.dumps(report, indent=1)
     if args.json:

@@ -1,4 +1,4 @@
-"""Fidelity benchmark: every method x bit-width against the same model in full precision.
+"""Fidelity benchmark: every method x bit-width (x number format) against the same model in full precision.
 
 Inputs are rendered scenes (``data.generate_sequence``): calibration windows use training seeds 0..K-1,
 evaluation windows held-out seeds (from ``data.HELD_OUT_SEED_BASE``), so statistics never see them.
@@ -52,8 +52,11 @@ def activation_summary(stats: Dict[str, Dict[str, object]], point: str) -> Dict[
 
 
 def run_fidelity(model: torch.nn.Module, methods: Sequence[str], bit_pairs: Sequence[tuple], frames: int,
-                 windows: int, calibration_windows: int, width: int) -> dict:
-    """Quantize copies of ``model`` with every method x bits and compare outputs with the FP model."""
+                 windows: int, calibration_windows: int, width: int, number_formats: Sequence[str] = ("int",)
+                 ) -> dict:
+    """Quantize copies of ``model`` with every method x bits x number format and compare outputs with the FP
+    model. ``e4m3`` (FP8) exists at w8a8 only: other bit-widths run in the integer formats alone. Rows are
+    labelled by bits, with the format appended when it is not ``int`` (``w8a8-e4m3``)."""
     evaluation = scene_windows(range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + windows), frames, width)
     calibration = scene_windows(range(calibration_windows), frames, width)
     device = next(model.parameters()).device
@@ -72,15 +75,21 @@ def run_fidelity(model: torch.nn.Module, methods: Sequence[str], bit_pairs: Sequ
         activation_stats[method] = activation_summary(stats, "transformed")
         del wrapped
         for w_bits, a_bits in bit_pairs:
-            config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits)
-            start = time.perf_counter()
-            quantized = quantize(copy.deepcopy(model), config, calibration, log_fn=log.debug)
-            with torch.no_grad():
-                per_window = [compare_outputs(quantized(w.to(device)), ref) for w, ref in zip(evaluation, references)]
-            results.append({"method": method, "bits": f"w{w_bits}a{a_bits}", "outputs": _mean_over_windows(per_window),
-                            "seconds": round(time.perf_counter() - start, 2)})
-            log.info("%-12s w%da%d  %s", method, w_bits, a_bits,
-                     "  ".join(f"{k} {v['sqnr_db']:.1f} dB" for k, v in results[-1]["outputs"].items()))
+            for number_format in number_formats:
+                if number_format == "e4m3" and (w_bits, a_bits) != (8, 8):
+                    continue
+                config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits, number_format=number_format)
+                bits = config.label[len(method) + 1:]  # w8a8, or w8a8-e4m3
+                start = time.perf_counter()
+                quantized = quantize(copy.deepcopy(model), config, calibration, log_fn=log.debug)
+                with torch.no_grad():
+                    per_window = [compare_outputs(quantized(w.to(device)), ref)
+                                  for w, ref in zip(evaluation, references)]
+                results.append({"method": method, "bits": bits, "number_format": number_format,
+                                "outputs": _mean_over_windows(per_window),
+                                "seconds": round(time.perf_counter() - start, 2)})
+                log.info("%-12s %-10s %s", method, bits,
+                         "  ".join(f"{k} {v['sqnr_db']:.1f} dB" for k, v in results[-1]["outputs"].items()))
     return {
         "benchmark": "fidelity",
         "environment": {"python": platform.python_version(), "torch": torch.__version__,

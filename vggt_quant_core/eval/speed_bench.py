@@ -2,7 +2,10 @@
 
 Timing: one warm-up call per variant (compilation, weight preparation), then ``repeats`` rounds in which
 every variant runs once in turn (interleaved, so load from other processes spreads over all of them);
-the median per variant is reported. Ratios are fp32 time / variant time (> 1: faster than fp32).
+the median per variant is reported. Ratios are fp32 time / variant time (> 1: faster than fp32), and the
+same against bf16 (the best float path where the CPU has AMX). After timing, each variant runs once more
+with oneDNN's verbose log on: which kernel it ran (per Linear layer in the model part), as evidence of
+e.g. AMX (``brg_matmul:..._amx``) against VNNI (``gemm_api``) or a non-oneDNN kernel.
 
 Layer part: the four aggregator Linear shapes (qkv, proj, fc1, fc2) at M = frames x tokens per frame,
 random weights and inputs; the "aggregator Linears" row sums each shape's median times its count (2 x
@@ -16,6 +19,7 @@ import logging
 import platform
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -24,6 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import quantize_rows
+from ..kernels.onednn_int8 import amx_int8_missing
+from ..kernels.onednn_verbose import onednn_primitives, onednn_primitives_per_module
 from ..model import VGGT, VGGTConfig
 from ..quant import QuantConfig, QuantLinear, quantize, quantize_linear, quantized_layers, size_report
 
@@ -98,6 +104,11 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
         codes, _ = quantize_rows(x, k, 127, torch.tensor(1.0), None)
         weight_codes = torch.randint(-128, 128, (n, k), dtype=torch.int8)
         variants["int8 GEMM only"] = lambda: torch._int_mm(codes, weight_codes.t())
+        if amx_int8_missing() is None:
+            packed, ones, zeros = torch.ops.onednn.qlinear_prepack(weight_codes, None), torch.ones(n), \
+                torch.zeros(n, dtype=torch.int64)
+            variants["int8 AMX GEMM only"] = lambda: torch.ops.onednn.qlinear_pointwise(
+                codes, 1.0, 0, packed, ones, zeros, None, 1.0, 0, torch.float32, "none", [], "")
         sizes = {"fp32": 4 * (k * n + n), "bf16": 2 * (k * n + n)}
         layers = {}
         for method, bits in quant_configs:
@@ -109,6 +120,7 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
                 variants[label] = lambda layer=layer: layer(x)
         with torch.inference_mode():
             medians, minima = interleaved_times(variants, repeats)
+            kernels = {name: onednn_primitives(run) for name, run in variants.items()}
         for label, layer in layers.items():
             sizes[label] = _tensor_bytes(layer.state_dict().values())
             sizes[label + " runtime extra"] = layer.backend_extra_bytes()
@@ -116,7 +128,9 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
                            "ms": {name: round(t * 1e3, 2) for name, t in medians.items()},
                            "min_ms": {name: round(t * 1e3, 2) for name, t in minima.items()},
                            "speedup_vs_fp32": {name: round(medians["fp32"] / t, 2) for name, t in medians.items()},
-                           "backends": {label: layer.active_backend for label, layer in layers.items()}}
+                           "speedup_vs_bf16": {name: round(medians["bf16"] / t, 2) for name, t in medians.items()},
+                           "backends": {label: layer.active_backend for label, layer in layers.items()},
+                           "onednn_kernels": kernels}
         for name, t in medians.items():
             totals[name] = totals.get(name, 0.0) + t * count
         for name, size in sizes.items():
@@ -124,6 +138,7 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
     aggregator = {"linears": sum(c for _, _, c in shapes.values()),
                   "seconds": {name: round(t, 3) for name, t in totals.items()},
                   "speedup_vs_fp32": {name: round(totals["fp32"] / t, 2) for name, t in totals.items()},
+                  "speedup_vs_bf16": {name: round(totals["bf16"] / t, 2) for name, t in totals.items()},
                   "weight_bytes": weight_bytes}
     return {"frames": frames, "image": [height, width], "tokens_per_frame": tokens, "M": rows,
             "per_shape": per_shape, "aggregator_linears": aggregator}
@@ -160,6 +175,19 @@ def peak_rss_delta(run: Callable[[], object]) -> Optional[int]:
     return None if before is None or peak is None else peak - before
 
 
+def layer_kernels(net: nn.Module, run: Callable[[], object]) -> Dict[str, int]:
+    """How many Linear layers of ``net`` ran each backend + oneDNN kernels in one ``run()``, e.g.
+    ``{"cpu-amx-int8: matmul brg_matmul:avx10_1_512_amx": 192}`` (``F.linear`` for float layers)."""
+    layers = {name: m for name, m in net.named_modules() if isinstance(m, (nn.Linear, QuantLinear))}
+    primitives = onednn_primitives_per_module(layers, run)
+    counts = Counter()
+    for name, found in primitives.items():
+        layer = layers[name]
+        backend = layer.active_backend if isinstance(layer, QuantLinear) else "F.linear"
+        counts[f"{backend}: {' + '.join(found) or 'no oneDNN primitive'}"] += 1
+    return dict(counts)
+
+
 def bench_model(model: VGGT, description: str, frames: int, size: int, quant_configs, backends: Sequence[str],
                 repeats: int, parts: Sequence[str] = ("aggregator", "model")) -> dict:
     """Whole-model and/or aggregator-only forwards (``parts``) of ``model`` and its quantized copies."""
@@ -180,19 +208,21 @@ def bench_model(model: VGGT, description: str, frames: int, size: int, quant_con
     entries = {"aggregator": lambda net: lambda: net.aggregator(images[None]), "model": lambda net: lambda: net(images)}
     for part in parts:
         entry = entries[part]
-        variants = {}
+        variants, nets = {}, {}
         for name, net in models.items():
-            variants[name] = _under_autocast(entry(net), torch.float32)
+            variants[name], nets[name] = _under_autocast(entry(net), torch.float32), net
             if name == "fp32":
-                variants["bf16 autocast"] = _under_autocast(entry(net), torch.bfloat16)
+                variants["bf16 autocast"], nets["bf16 autocast"] = _under_autocast(entry(net), torch.bfloat16), net
         log.info("model part: %s", part)
         with torch.inference_mode():
             medians, minima = interleaved_times(variants, repeats)
             peaks = {name: peak_rss_delta(run) for name, run in variants.items()}
+            kernels = {name: layer_kernels(nets[name], run) for name, run in variants.items()}
         results[part] = {"seconds": {n: round(t, 4) for n, t in medians.items()},
                          "min_seconds": {n: round(t, 4) for n, t in minima.items()},
                          "speedup_vs_fp32": {n: round(medians["fp32"] / t, 2) for n, t in medians.items()},
-                         "peak_rss_bytes_above_start": peaks}
+                         "speedup_vs_bf16": {n: round(medians["bf16 autocast"] / t, 2) for n, t in medians.items()},
+                         "peak_rss_bytes_above_start": peaks, "linear_kernels": kernels}
     weights = {"fp32": _tensor_bytes(model.state_dict().values())}
     for name, net in models.items():
         if name != "fp32":
@@ -229,28 +259,37 @@ def environment() -> dict:
         pass
     return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
             "processor": platform.processor() or "unknown", "threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "loadavg_at_start": load}
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "amx_int8": amx_int8_missing() or "available", "loadavg_at_start": load}
 
 
 def format_speed_table(report: dict) -> str:
-    """Plain-text summary: per part, each variant's time and speed-up over fp32."""
+    """Plain-text summary: per part, each variant's time and speed-ups over fp32 and bf16, and the kernels
+    the Linears ran."""
+    def cells(times: dict, row: dict, unit: str = "") -> str:
+        return ", ".join(f"{n} {t}{unit} ({row['speedup_vs_fp32'][n]}x fp32, {row['speedup_vs_bf16'][n]}x bf16)"
+                         for n, t in times.items())
+
     lines = []
     if "linears" in report:
         linears = report["linears"]
         lines.append(f"Linear shapes of {linears.get('shapes_of', 'the model')}, M = {linears['M']} "
-                     f"({linears['frames']} frames x {linears['tokens_per_frame']} tokens); ms (x fp32)")
+                     f"({linears['frames']} frames x {linears['tokens_per_frame']} tokens); ms")
         for kind, row in linears["per_shape"].items():
-            cells = ", ".join(f"{n} {t} ({row['speedup_vs_fp32'][n]}x)" for n, t in row["ms"].items())
-            lines.append(f"  {kind} {row['K']}->{row['N']}: {cells}")
+            lines.append(f"  {kind} {row['K']}->{row['N']}: {cells(row['ms'], row)}")
+        first = next(iter(linears["per_shape"].values()))
+        kernels = "; ".join(f"{n}: {' + '.join(k) or 'none'}" for n, k in first["onednn_kernels"].items())
+        lines.append(f"  oneDNN kernels ({next(iter(linears['per_shape']))}): {kernels}")
         total = linears["aggregator_linears"]
-        cells = ", ".join(f"{n} {t} s ({total['speedup_vs_fp32'][n]}x)" for n, t in total["seconds"].items())
-        lines.append(f"  all {total['linears']} aggregator Linears: {cells}")
+        lines.append(f"  all {total['linears']} aggregator Linears: {cells(total['seconds'], total, ' s')}")
     if "model" in report:
         model = report["model"]
         for part in ("aggregator", "model"):
             if part not in model:
                 continue
             row = model[part]
-            cells = ", ".join(f"{n} {t} s ({row['speedup_vs_fp32'][n]}x)" for n, t in row["seconds"].items())
-            lines.append(f"{model['description']}, {model['frames']} frames, {part}: {cells}")
+            lines.append(f"{model['description']}, {model['frames']} frames, {part}: "
+                         f"{cells(row['seconds'], row, ' s')}")
+            for name, kernels in row["linear_kernels"].items():
+                lines.append(f"  {name} Linears: " + "; ".join(f"{k} (x{c})" for k, c in kernels.items()))
     return "\n".join(lines)

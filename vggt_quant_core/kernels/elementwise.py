@@ -8,8 +8,9 @@ call: shapes are dynamic); set ``VGGTQ_COMPILE=0`` or call ``set_compile(False)`
 compilation fails (e.g. no C++ compiler), a warning is logged and the eager function is used.
 
 ``quantize_per_token`` must produce exactly the codes of ``quant.quantizers.quantize_to_int`` for a
-symmetric dynamic per-token spec (round half to even, clamp to [-qmax - 1, qmax]): the tests hold it to
-that, eager and compiled.
+symmetric dynamic per-token spec (round half to even, clamp to [-qmax - 1, qmax]), and
+``quantize_per_token_e4m3`` those of ``quant.quantizers.quantize_to_e4m3`` (clamp to +-448, then the
+round-to-nearest-even cast): the tests hold them to that, eager and compiled.
 """
 
 import logging
@@ -21,6 +22,7 @@ import torch
 log = logging.getLogger(__name__)
 
 MIN_SCALE = 1e-8  # smallest quantization scale: an all-zero row gives codes 0, never a division by 0
+E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448: the largest finite FP8 E4M3 value
 COMPILE_ENV = "VGGTQ_COMPILE"
 _compile_override: Optional[bool] = None
 
@@ -59,26 +61,45 @@ class MaybeCompiled:
             return self.function(*args)
 
 
+def _scaled_per_token(x: torch.Tensor, qmax: float, clip: torch.Tensor, divisor: Optional[torch.Tensor]
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(x / scale, scale [M, 1]) with scale = clip * max|x_row| / qmax (at least ``MIN_SCALE``)."""
+    x = x.float()
+    if divisor is not None:
+        x = x / divisor
+    scale = (x.abs().amax(dim=-1, keepdim=True) * clip / qmax).clamp(min=MIN_SCALE)
+    return x / scale, scale
+
+
 def quantize_per_token(x: torch.Tensor, qmax: int, clip: torch.Tensor, divisor: Optional[torch.Tensor] = None
                        ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Symmetric dynamic per-token quantization of x [M, K]: int8 codes in [-qmax - 1, qmax] and float32
     scales [M, 1] = clip * max|x_row| / qmax (at least ``MIN_SCALE``). ``divisor`` [K] (float32 x only):
     quantize x / divisor, a trailing smoothing step fused into this pass."""
-    x = x.float()
-    if divisor is not None:
-        x = x / divisor
-    scale = (x.abs().amax(dim=-1, keepdim=True) * clip / qmax).clamp(min=MIN_SCALE)
-    codes = torch.clamp(torch.round(x / scale), -qmax - 1, qmax)
-    return codes.to(torch.int8), scale
+    scaled, scale = _scaled_per_token(x, qmax, clip, divisor)
+    return torch.clamp(torch.round(scaled), -qmax - 1, qmax).to(torch.int8), scale
 
 
-def dequantize_output(acc: torch.Tensor, a_scale: torch.Tensor, w_scale: torch.Tensor,
+def quantize_per_token_e4m3(x: torch.Tensor, clip: torch.Tensor, divisor: Optional[torch.Tensor] = None
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic per-token FP8 quantization of x [M, K]: float8_e4m3fn codes and float32 scales [M, 1] =
+    clip * max|x_row| / 448; ``divisor`` as in ``quantize_per_token``. The clamp comes first because an
+    out-of-range cast is not saturating on every device (clipping ratios < 1 put values beyond 448)."""
+    scaled, scale = _scaled_per_token(x, E4M3_MAX, clip, divisor)
+    return scaled.clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
+
+
+def dequantize_output(acc: torch.Tensor, a_scale: Optional[torch.Tensor], w_scale: Optional[torch.Tensor],
                       bias: Optional[torch.Tensor], out_dtype: torch.dtype) -> torch.Tensor:
-    """int32 accumulator [M, N] -> acc * a_scale [M, 1] * w_scale [1, N] + bias [N], in ``out_dtype``.
+    """GEMM result [M, N] -> acc * a_scale [M, 1] * w_scale [1, N] + bias [N], in ``out_dtype``; a scale
+    is None when the GEMM already applied it (oneDNN takes the weight scales, ``_scaled_mm`` both).
 
-    In place on the one float32 buffer, so the eager version makes a single allocation."""
+    In place on the one float32 buffer, so the eager version makes at most one allocation."""
     y = acc.to(torch.float32)
-    y.mul_(a_scale).mul_(w_scale)
+    if a_scale is not None:
+        y.mul_(a_scale)
+    if w_scale is not None:
+        y.mul_(w_scale)
     if bias is not None:
         y.add_(bias)
     return y.to(out_dtype)
@@ -91,4 +112,5 @@ def quantize_rows(x: torch.Tensor, in_features: int, qmax: int, clip: torch.Tens
 
 
 fused_quantize_per_token = MaybeCompiled(quantize_per_token)
+fused_quantize_per_token_e4m3 = MaybeCompiled(quantize_per_token_e4m3)
 fused_dequantize_output = MaybeCompiled(dequantize_output)

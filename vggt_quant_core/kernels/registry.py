@@ -29,7 +29,8 @@ class LinearSpec:
 
     ``w_bits``/``a_bits`` None means that side stays in float. Granularities as in the quantizers:
     weights ``per_channel``/``per_group``/``per_tensor``, activations ``per_token``/``per_tensor``.
-    ``w_packed``: two 4-bit weight codes per byte (low nibble = even column).
+    ``w_packed``: two 4-bit weight codes per byte (low nibble = even column). ``w_format``/``a_format``:
+    the number format of the codes, ``int`` (integer grid) or ``e4m3`` (FP8 E4M3).
     """
 
     in_features: int
@@ -42,10 +43,29 @@ class LinearSpec:
     a_symmetric: bool = True
     a_granularity: str = "per_token"
     a_dynamic: bool = True
+    w_format: str = "int"
+    a_format: str = "int"
 
     def label(self) -> str:
         bits = f"w{self.w_bits or 16}a{self.a_bits or 16}"
-        return f"{bits} {self.in_features}->{self.out_features}"
+        formats = {self.w_format, self.a_format} - {"int"}
+        return f"{bits}{''.join(f' {f}' for f in sorted(formats))} {self.in_features}->{self.out_features}"
+
+
+def symmetric_spec_reason(spec: LinearSpec, number_format: str) -> Optional[str]:
+    """Why a GEMM on ``number_format`` codes (both sides) cannot run ``spec`` (None if it can): symmetric
+    per-channel (or per-tensor) weights and dynamic symmetric per-token activations."""
+    if spec.w_bits is None or spec.a_bits is None:
+        return "weight-only or activation-only quantization has no low-precision GEMM"
+    if spec.w_format != number_format or spec.a_format != number_format:
+        return f"needs {number_format} codes on both sides, not {spec.w_format} weights x {spec.a_format} activations"
+    if not (spec.w_symmetric and spec.a_symmetric):
+        return "asymmetric grids (zero points) are not supported"
+    if spec.w_granularity not in ("per_channel", "per_tensor"):
+        return f"{spec.w_granularity} weights are not supported"
+    if spec.a_granularity != "per_token" or not spec.a_dynamic:
+        return "only dynamic per-token activations are supported"
+    return None
 
 
 @dataclass
@@ -64,24 +84,20 @@ class QuantizedWeights:
 
 
 def symmetric_int_spec(spec: LinearSpec) -> Optional[str]:
-    """Why an integer-GEMM backend cannot run ``spec`` (None if it can): symmetric per-channel (or
-    per-tensor) weights and dynamic symmetric per-token activations, both at most 8 bits."""
-    if spec.w_bits is None or spec.a_bits is None:
-        return "weight-only or activation-only quantization has no integer GEMM"
-    if not (spec.w_symmetric and spec.a_symmetric):
-        return "asymmetric grids (zero points) are not supported"
-    if spec.w_granularity not in ("per_channel", "per_tensor"):
-        return f"{spec.w_granularity} weights are not supported"
-    if spec.a_granularity != "per_token" or not spec.a_dynamic:
-        return "only dynamic per-token activations are supported"
-    return None
+    """Why an integer-GEMM backend cannot run ``spec`` (None if it can): integer codes of at most 8 bits
+    in the formats of ``symmetric_spec_reason``."""
+    return symmetric_spec_reason(spec, "int")
 
 
 class LinearBackend:
-    """Base class: subclasses set ``name`` and ``priority`` (higher wins) and implement the three methods."""
+    """Base class: subclasses set ``name`` and ``priority`` (higher wins) and implement the three methods.
+
+    ``auto_selectable = False`` marks an emulation that runs only when named (tests, numerics): ``auto``
+    never picks it, because it is no faster than the reference."""
 
     name = ""
     priority = 0
+    auto_selectable = True
 
     def supports(self, spec: LinearSpec, device: torch.device, capability: Capability) -> Optional[str]:
         raise NotImplementedError
@@ -131,7 +147,8 @@ def select_backend(spec: LinearSpec, device: torch.device, capability: Capabilit
     rejected = []
     chosen = None
     for backend in backends():
-        reason = backend.supports(spec, device, capability)
+        reason = backend.supports(spec, device, capability) if backend.auto_selectable else \
+            "an emulation, run only when named"
         if reason is None:
             chosen = backend
             break

@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Tuple
 
-from .quantizers import QuantSpec
+from .quantizers import NUMBER_FORMATS, QuantSpec
 from .recipes import RECIPES
 
 FULL_PRECISION_BITS = 16  # w_bits/a_bits = 16: that side stays in float
@@ -19,7 +19,8 @@ class QuantConfig:
     dynamic per token, on the 192 aggregator Linears. ``method`` picks the input transforms (see
     ``recipes.RECIPES``); ``seed`` seeds the random Hadamard signs; ``smooth_alpha`` is SmoothQuant's
     migration strength; ``fuse_smoothing`` folds a leading smoothing scale into the preceding LayerNorm
-    where that is exact (attn.qkv after norm1, mlp.fc1 after norm2).
+    where that is exact (attn.qkv after norm1, mlp.fc1 after norm2). ``number_format``: ``int`` (integer
+    grids) or ``e4m3`` (FP8 E4M3 on every quantized side, which must then be 8-bit and symmetric).
     """
 
     method: str = "rtn"
@@ -39,6 +40,7 @@ class QuantConfig:
     include_camera_trunk: bool = False
     seed: int = 0
     learnable_clip: bool = False
+    number_format: str = "int"
 
     def __post_init__(self):
         if self.method not in RECIPES:
@@ -50,6 +52,8 @@ class QuantConfig:
         if self.w_granularity == "per_token" or self.a_granularity not in ("per_token", "per_tensor"):
             raise ValueError("weights are quantized per_channel/per_group/per_tensor, activations per_token/"
                              "per_tensor")
+        if self.number_format not in NUMBER_FORMATS:
+            raise ValueError(f"number_format must be one of {NUMBER_FORMATS}, got {self.number_format!r}")
         if not 0 < self.smooth_alpha < 1:
             raise ValueError(f"smooth_alpha must be in (0, 1), got {self.smooth_alpha}")
         self.w_spec()  # validates the remaining fields
@@ -61,12 +65,14 @@ class QuantConfig:
     def w_spec(self) -> Optional[QuantSpec]:
         if self.w_bits == FULL_PRECISION_BITS:
             return None
-        return QuantSpec(self.w_bits, self.w_symmetric, self.w_granularity, self.w_group_size, self.w_clip_ratio)
+        return QuantSpec(self.w_bits, self.w_symmetric, self.w_granularity, self.w_group_size, self.w_clip_ratio,
+                         self.number_format)
 
     def a_spec(self) -> Optional[QuantSpec]:
         if self.a_bits == FULL_PRECISION_BITS:
             return None
-        return QuantSpec(self.a_bits, self.a_symmetric, self.a_granularity, clip_ratio=self.a_clip_ratio)
+        return QuantSpec(self.a_bits, self.a_symmetric, self.a_granularity, clip_ratio=self.a_clip_ratio,
+                         number_format=self.number_format)
 
     @property
     def needs_calibration_data(self) -> bool:
@@ -74,10 +80,16 @@ class QuantConfig:
 
     @property
     def label(self) -> str:
-        return f"{self.method}-w{self.w_bits}a{self.a_bits}"
+        suffix = "" if self.number_format == "int" else f"-{self.number_format}"
+        return f"{self.method}-w{self.w_bits}a{self.a_bits}{suffix}"
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Field -> value; ``number_format`` only when it is not ``int``, so integer configs (and the
+        checkpoint headers that hold them) are written as before the field existed."""
+        data = dataclasses.asdict(self)
+        if self.number_format == "int":
+            del data["number_format"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "QuantConfig":

@@ -7,8 +7,8 @@ Two states:
   ``quantization_enabled = False`` turns both quantizers off: the layer then computes the original
   Linear (up to float rounding of the transforms).
 * frozen (after ``freeze``): the transformed weight is stored as integer codes (int8, or two 4-bit codes
-  per byte for <= 4 bits) with scales; the float weight is gone. Weights are always quantized; the flag
-  only switches activation quantization.
+  per byte for <= 4 bits), or FP8 E4M3 codes (float8_e4m3fn), with scales; the float weight is gone.
+  Weights are always quantized; the flag only switches activation quantization.
 
 Forward: ``y = Q_a(T(x)) @ Q_w(fold_T(W))^T + b``.
 
@@ -32,7 +32,7 @@ from torch import nn
 from ..kernels import pack_int4, unpack_int4
 from ..kernels.registry import (LinearBackend, LinearSpec, QuantizedWeights, device_capability, get_backend,
                                 select_backend)
-from .quantizers import ActQuantizer, QuantSpec, WeightQuantizer, dequantize, quantize_to_int
+from .quantizers import ActQuantizer, QuantSpec, WeightQuantizer, dequantize, quantize_codes
 from .transforms import ChannelScale, InputTransform
 
 AUTO, REFERENCE = "auto", "reference"
@@ -129,7 +129,7 @@ class QuantLinear(nn.Module):
             self.qweight = weight.contiguous()
         else:
             scale, zero = self.weight_quantizer.qparams(weight)
-            codes = quantize_to_int(weight, self.w_spec, scale, zero).reshape(self.out_features, self.in_features)
+            codes = quantize_codes(weight, self.w_spec, scale, zero).reshape(self.out_features, self.in_features)
             self.qweight = pack_int4(codes) if self.packed else codes
             self.w_scale, self.w_zero = scale, zero
         self.weight = None
@@ -145,8 +145,9 @@ class QuantLinear(nn.Module):
             self.qweight = torch.empty(self.out_features, self.in_features)
             return
         columns = self.in_features // 2 if self.packed else self.in_features
-        self.qweight = torch.empty(self.out_features, columns,
-                                   dtype=torch.uint8 if self.packed or not spec.symmetric else torch.int8)
+        dtype = torch.float8_e4m3fn if spec.is_e4m3 else torch.uint8 if self.packed or not spec.symmetric \
+            else torch.int8
+        self.qweight = torch.empty(self.out_features, columns, dtype=dtype)
         scale_shape = {"per_tensor": (1, 1), "per_channel": (self.out_features, 1),
                        "per_group": (self.out_features, self.in_features // spec.group_size, 1)}[spec.granularity]
         self.w_scale = torch.empty(scale_shape)
@@ -176,7 +177,8 @@ class QuantLinear(nn.Module):
                           a_bits=a.bits if a else None, w_symmetric=w.symmetric if w else True,
                           w_granularity=w.granularity if w else "per_channel", w_packed=self.packed,
                           a_symmetric=a.symmetric if a else True, a_granularity=a.granularity if a else "per_token",
-                          a_dynamic=self.act_quantizer.dynamic if a else True)
+                          a_dynamic=self.act_quantizer.dynamic if a else True,
+                          w_format=w.number_format if w else "int", a_format=a.number_format if a else "int")
 
     @torch.no_grad()
     def quantized_weights(self) -> QuantizedWeights:
@@ -195,7 +197,10 @@ class QuantLinear(nn.Module):
         own = {t.untyped_storage().data_ptr() for t in self.buffers()} | {
             p.untyped_storage().data_ptr() for p in self.parameters()}
         extra = [t for t in vars(self._kernel.state).values() if isinstance(t, torch.Tensor)]
-        return sum(t.untyped_storage().nbytes() for t in extra if t.untyped_storage().data_ptr() not in own)
+        # Opaque oneDNN tensors (prepacked weights) have no storage to compare: always a copy of their own.
+        opaque = sum(t.numel() * t.element_size() for t in extra if t.is_mkldnn)
+        return opaque + sum(t.untyped_storage().nbytes() for t in extra
+                            if not t.is_mkldnn and t.untyped_storage().data_ptr() not in own)
 
     def _needs_autograd(self, x: torch.Tensor) -> bool:
         return torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in self.parameters()))
@@ -262,7 +267,7 @@ class QuantLinear(nn.Module):
 
     def extra_repr(self) -> str:
         def bits(spec):
-            return "16" if spec is None else str(spec.bits)
+            return "16" if spec is None else str(spec.bits) + ("-e4m3" if spec.is_e4m3 else "")
         steps = "+".join(step.kind for step in self.transform.steps) or "none"
         state = "frozen" if self.frozen else "float"
         backend = self.backend if self.active_backend in (None, self.backend) else \

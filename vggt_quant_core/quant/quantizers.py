@@ -1,12 +1,14 @@
-"""Uniform integer quantizers.
+"""Uniform integer quantizers, and FP8 E4M3.
 
-One function, ``quantize_to_int``, maps floats to integer codes; fake quantization is
-``dequantize(quantize_to_int(x))`` with straight-through rounding, so fake-quant and real low-bit
-backends round identically (round half to even, as ``torch.round``).
+One function, ``quantize_codes``, maps floats to codes (``quantize_to_int`` for integer grids,
+``quantize_to_e4m3`` for FP8); fake quantization is ``dequantize(quantize_codes(x))`` with
+straight-through rounding, so fake-quant and real low-bit backends round identically (round half to even,
+as ``torch.round`` and the float8 cast).
 
 Grids: symmetric b-bit codes in [-2^(b-1), 2^(b-1) - 1] with ``scale = clip * absmax / (2^(b-1) - 1)``;
 asymmetric codes in [0, 2^b - 1] with ``scale = clip * (max - min) / (2^b - 1)`` and an integer zero
-point (min and max are first extended to include 0, so 0 is exact).
+point (min and max are first extended to include 0, so 0 is exact). E4M3 (``number_format="e4m3"``, 8
+bits, symmetric only): ``scale = clip * absmax / 448`` and codes are float8_e4m3fn values of x / scale.
 """
 
 from dataclasses import asdict, dataclass
@@ -15,7 +17,10 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from ..kernels.elementwise import E4M3_MAX
+
 GRANULARITIES = ("per_tensor", "per_channel", "per_group", "per_token")
+NUMBER_FORMATS = ("int", "e4m3")
 _MIN_SCALE = 1e-8
 
 
@@ -25,7 +30,7 @@ class QuantSpec:
 
     granularity (scale shape for a [rows, cols] tensor): ``per_tensor`` [1, 1]; ``per_channel`` (weights,
     one per output row) and ``per_token`` (activations, one per token row) [rows, 1]; ``per_group``
-    [rows, cols / group_size].
+    [rows, cols / group_size]. ``number_format``: ``int`` (integer grid) or ``e4m3`` (FP8, 8 bits, symmetric).
     """
 
     bits: int = 8
@@ -33,6 +38,7 @@ class QuantSpec:
     granularity: str = "per_channel"
     group_size: int = 128
     clip_ratio: float = 1.0
+    number_format: str = "int"
 
     def __post_init__(self):
         if not 2 <= self.bits <= 8:
@@ -43,17 +49,34 @@ class QuantSpec:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
         if not 0 < self.clip_ratio <= 1:
             raise ValueError(f"clip_ratio must be in (0, 1], got {self.clip_ratio}")
+        if self.number_format not in NUMBER_FORMATS:
+            raise ValueError(f"number_format must be one of {NUMBER_FORMATS}, got {self.number_format!r}")
+        if self.is_e4m3 and (self.bits != 8 or not self.symmetric):
+            raise ValueError("e4m3 is an 8-bit symmetric format")
 
     @property
-    def qmin(self) -> int:
+    def is_e4m3(self) -> bool:
+        return self.number_format == "e4m3"
+
+    @property
+    def qmin(self) -> float:
+        if self.is_e4m3:
+            return -E4M3_MAX
         return -(1 << (self.bits - 1)) if self.symmetric else 0
 
     @property
-    def qmax(self) -> int:
+    def qmax(self) -> float:
+        if self.is_e4m3:
+            return E4M3_MAX
         return (1 << (self.bits - 1)) - 1 if self.symmetric else (1 << self.bits) - 1
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Field -> value; the number format only when it is not ``int``, so integer specs are written as
+        before the field existed (checkpoints older readers can load)."""
+        data = asdict(self)
+        if not self.is_e4m3:
+            del data["number_format"]
+        return data
 
 
 def round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -107,6 +130,24 @@ def quantize_to_int(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero:
     return codes.to(torch.int8 if spec.symmetric else torch.uint8)
 
 
+def quantize_to_e4m3(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, ste: bool = False) -> torch.Tensor:
+    """FP8 E4M3 codes of x / scale (float8_e4m3fn; with ``ste``, float32 values that let gradients through).
+    Clamped to +-448 before the cast, which rounds to nearest even: the codes of the FP8 backends."""
+    scaled = (_grouped(x.float(), spec) / scale).clamp(-E4M3_MAX, E4M3_MAX)
+    codes = scaled.to(torch.float8_e4m3fn)
+    if ste:
+        return scaled + (codes.float() - scaled).detach()
+    return codes
+
+
+def quantize_codes(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero: Optional[torch.Tensor] = None,
+                   ste: bool = False) -> torch.Tensor:
+    """Codes of x in the spec's number format: ``quantize_to_int`` or ``quantize_to_e4m3``."""
+    if spec.is_e4m3:
+        return quantize_to_e4m3(x, spec, scale, ste)
+    return quantize_to_int(x, spec, scale, zero, ste)
+
+
 def dequantize(codes: torch.Tensor, scale: torch.Tensor, zero: Optional[torch.Tensor] = None,
                shape: Optional[torch.Size] = None) -> torch.Tensor:
     """Float values of codes; ``shape`` undoes the per-group view."""
@@ -120,7 +161,7 @@ def fake_quantize(x: torch.Tensor, spec: QuantSpec, clip: Optional[torch.Tensor]
     Returns float32 of x's shape."""
     if scale is None:
         scale, zero = compute_qparams(x, spec, clip)
-    codes = quantize_to_int(x, spec, scale, zero, ste=True)
+    codes = quantize_codes(x, spec, scale, zero, ste=True)
     return dequantize(codes, scale, zero, shape=x.shape)
 
 

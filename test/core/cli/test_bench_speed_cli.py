@@ -2,7 +2,17 @@
 
 import json
 
+import pytest
+
 from vggt_quant_core.cli.main import main
+from vggt_quant_core.kernels import onednn_int8
+from vggt_quant_core.kernels.onednn_int8 import amx_int8_missing
+
+
+@pytest.fixture
+def cpu_without_amx(monkeypatch):
+    """``auto`` as on CPUs without AMX (cpu-int8)."""
+    monkeypatch.setattr(onednn_int8, "amx_int8_missing", lambda: "AMX hidden by the test")
 
 
 def _run(tmp_path, *args):
@@ -11,7 +21,7 @@ def _run(tmp_path, *args):
     return json.loads(out.read_text())
 
 
-def test_linear_shapes_every_config_and_backend(tmp_path, capsys):
+def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_amx):
     report = _run(tmp_path, "--parts", "linears", "--frames", "1", "--image", "28x28", "--methods", "rtn,quarot",
                   "--bits", "w8a8,w4a4", "--backend", "auto,reference")
     linears = report["linears"]
@@ -32,12 +42,32 @@ def test_linear_shapes_every_config_and_backend(tmp_path, capsys):
     assert "all 192 aggregator Linears" in capsys.readouterr().out
 
 
+@pytest.mark.skipif(amx_int8_missing() is not None, reason=str(amx_int8_missing()))
+def test_amx_cpus_run_the_amx_backend_and_report_its_kernel_and_bf16_ratios(tmp_path, capsys):
+    report = _run(tmp_path, "--parts", "linears", "--frames", "1", "--image", "28x28", "--methods", "rtn",
+                  "--bits", "w8a8,w4a4")
+    fc1 = report["linears"]["per_shape"]["mlp.fc1"]
+    assert fc1["backends"] == {"rtn-w8a8": "cpu-amx-int8", "rtn-w4a4": "cpu-amx-int8"}
+    kernels = fc1["onednn_kernels"]
+    assert kernels["fp32"] == [] and kernels["int8 GEMM only"] == ["gemm_api"]  # MKL; oneDNN's VNNI gemm
+    for name in ("bf16", "int8 AMX GEMM only", "rtn-w8a8", "rtn-w4a4"):
+        assert len(kernels[name]) == 1 and "_amx" in kernels[name][0], name
+    assert fc1["speedup_vs_bf16"]["bf16"] == 1.0 and "rtn-w8a8" in fc1["speedup_vs_bf16"]
+    assert report["linears"]["aggregator_linears"]["speedup_vs_bf16"]["bf16"] == 1.0
+    assert "x bf16" in capsys.readouterr().out
+
+
 def test_aggregator_and_model_parts(tmp_path):
     report = _run(tmp_path, "--parts", "aggregator,model", "--model", "vggt-tiny-random", "--model-frames", "2",
                   "--model-size", "28", "--methods", "rtn", "--bits", "w8a8")
     for part in ("aggregator", "model"):
         row = report["model"][part]
         assert set(row["seconds"]) == set(row["peak_rss_bytes_above_start"]) == {"fp32", "bf16 autocast", "rtn-w8a8"}
+        assert row["speedup_vs_bf16"]["bf16 autocast"] == 1.0
+        quantized = row["linear_kernels"]["rtn-w8a8"]  # every quantized Linear ran a real backend
+        assert sum(c for k, c in quantized.items() if k.startswith(("cpu-int8", "cpu-amx-int8"))) == 2 * 4 * 4
+    kernels = report["model"]["aggregator"]["linear_kernels"]
+    assert set(kernels["fp32"]) == {"F.linear: no oneDNN primitive"}
     assert report["model"]["weight_bytes"]["rtn-w8a8"]["quantized_layers_bytes"] < report["model"]["weight_bytes"][
         "rtn-w8a8"]["quantized_layers_fp16_bytes"]
 

@@ -74,3 +74,17 @@ def test_bench_fidelity_command_writes_a_report(tmp_path, capsys):
     assert "| w4a4 | dsfq |" in capsys.readouterr().out
     assert main(["bench", "fidelity", "--methods", "gptq"]) == 2
     assert main(["bench", "fidelity", "--bits", "w4"]) == 2
+
+
+def test_bench_fidelity_compares_fp8_with_int8_at_w8a8(tmp_path):
+    out = tmp_path / "fidelity.json"
+    code = main(["bench", "fidelity", "--model", "vggt-tiny-random", "--methods", "rtn", "--bits", "w8a8,w4a4",
+                 "--formats", "int,e4m3", "--frames", "2", "--windows", "1", "--calibration-windows", "1",
+                 "--json", str(out)])
+    assert code == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["bits"], r["number_format"]) for r in rows] == [("w8a8", "int"), ("w8a8-e4m3", "e4m3"),
+                                                               ("w4a4", "int")]  # FP8 exists at w8a8 only
+    int8, fp8 = (rows[i]["outputs"]["depth"]["sqnr_db"] for i in (0, 1))
+    assert 10 < fp8 < math.inf and int8 != fp8
+    assert main(["bench", "fidelity", "--formats", "e5m2"]) == 2

@@ -4,13 +4,19 @@
 import pytest
 import torch
 
-from vggt_quant_core.kernels import cutlass_int, triton_int
+from vggt_quant_core.kernels import cutlass_int, onednn_int8, triton_int
 from vggt_quant_core.kernels.registry import LinearSpec, backends, register_backend, select_backend
 
 CUDA = torch.device("cuda")
 W8A8 = LinearSpec(1024, 3072, w_bits=8, a_bits=8)
 W4A8 = LinearSpec(1024, 3072, w_bits=4, a_bits=8, w_packed=True)
 W4A4 = LinearSpec(1024, 3072, w_bits=4, a_bits=4, w_packed=True)
+
+
+@pytest.fixture(autouse=True)
+def cpu_without_amx(monkeypatch):
+    """The CPU expectations here are those of CPUs without AMX (cpu-int8); test_onednn_int8.py covers AMX."""
+    monkeypatch.setattr(onednn_int8, "amx_int8_missing", lambda: "AMX hidden by the test")
 
 
 @pytest.fixture

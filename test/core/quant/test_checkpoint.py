@@ -24,6 +24,7 @@ CONFIGS = [
                 a_granularity="per_tensor", a_dynamic=False, a_symmetric=False),   # static asymmetric acts
     QuantConfig(method="rtn", w_bits=3, a_bits=16, w_granularity="per_group", w_group_size=32),
     QuantConfig(method="flatquant", w_bits=4, a_bits=4, learnable_clip=True),  # Kronecker factors, learned clip
+    QuantConfig(method="quarot", number_format="e4m3"),                          # float8_e4m3fn codes
 ]
 
 
