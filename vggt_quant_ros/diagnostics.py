@@ -11,7 +11,6 @@ from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from .estimator import Estimator
 
 DIAGNOSTIC_NAME = "vggt_quant_ros: reconstruct"
-SCALE_MODE = "up-to-scale (model units of the first window)"
 THROTTLE_S = 5.0   # one warning per kind of problem at most this often
 
 
@@ -32,13 +31,14 @@ class Stats:
     alignment_rmse: float = 0.0
     alignment_scale: float = 1.0
     map_points: int = 0
+    scale: Dict[str, str] = field(default_factory=dict)         # ``scale_*`` values (``metric_scale``)
     last_problem: str = ""
     processed_at_last_report: int = 0
     problems_at_last_report: int = 0
 
     def copy(self) -> "Stats":
         return dataclasses.replace(self, frames_received=list(self.frames_received), timings_ms=dict(self.timings_ms),
-                                   cpu_ms=dict(self.cpu_ms))
+                                   cpu_ms=dict(self.cpu_ms), scale=dict(self.scale))
 
     @property
     def problems(self) -> int:
@@ -91,7 +91,7 @@ def diagnostic_status(stats: Stats, names: List[str], silent: Dict[int, float], 
         "model": estimator.description if estimator else "",
         "backend": estimator.backend if estimator else "",
         "bits": str(estimator.bits) if estimator else "",
-        "scale_mode": SCALE_MODE,
+        **stats.scale,
         "frames_received": str(sum(stats.frames_received)),
         **{f"frames_received/{name}": str(n) for name, n in zip(names, stats.frames_received)},
         "rejected_frames": str(stats.rejected_frames),

@@ -9,6 +9,7 @@ the map. The first window defines the map: its first camera is the origin, axes 
 ``VoxelMap`` accumulates the aligned clouds with a cap on the number of voxels. No ROS here.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Dict, Hashable, Sequence, Tuple
 
@@ -41,6 +42,20 @@ def voxel_keys(xyz: np.ndarray, voxel_size: float) -> Tuple[np.ndarray, np.ndarr
 _XYZ, _RGB, _COUNT, _CONF, _TICK = slice(0, 3), slice(3, 6), 6, 7, 8   # columns of the per-voxel rows
 
 
+def _merge_by_key(keys: np.ndarray, rows: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Rows with equal keys merged: sorted unique keys, and per key the sums of the columns before ``_CONF`` and
+    the maxima of the others."""
+    if len(keys) == 0:
+        return keys, np.zeros((0, rows.shape[1]))
+    order = np.argsort(keys, kind="stable")    # one sort groups the voxels; reduceat reduces each group
+    keys, rows = keys[order], rows[order]
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    merged = np.empty((len(starts), rows.shape[1]))
+    merged[:, :_CONF] = np.add.reduceat(rows[:, :_CONF], starts, axis=0)
+    merged[:, _CONF:] = np.maximum.reduceat(rows[:, _CONF:], starts, axis=0)
+    return keys[starts], merged
+
+
 @dataclass
 class VoxelSums:
     """Points grouped by voxel: sorted keys [M] and float64 rows [M, 8] = position sums (3), colour sums (3),
@@ -52,17 +67,8 @@ class VoxelSums:
     @classmethod
     def of(cls, xyz: np.ndarray, rgb: np.ndarray, conf: np.ndarray, voxel_size: float) -> "VoxelSums":
         keys, inside = voxel_keys(xyz, voxel_size)
-        if len(keys) == 0:
-            return cls(keys=keys, rows=np.zeros((0, 8)))
-        order = np.argsort(keys)          # one sort groups the voxels; reduceat sums each group
-        keys = keys[order]
-        starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-        picked = np.flatnonzero(inside)[order]
-        values = np.concatenate([xyz, rgb, np.ones((len(xyz), 1))], axis=1, dtype=np.float64)[picked]
-        rows = np.empty((len(starts), 8))
-        rows[:, :_CONF] = np.add.reduceat(values, starts, axis=0)
-        rows[:, _CONF] = np.maximum.reduceat(conf[picked], starts)
-        return cls(keys=keys[starts], rows=rows)
+        values = np.concatenate([xyz, rgb, np.ones((len(xyz), 1)), conf[:, None]], axis=1, dtype=np.float64)
+        return cls(*_merge_by_key(keys, values[inside]))
 
     def centroids(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One point per voxel: centroid [M, 3] float32, mean colour [M, 3] uint8, max confidence [M] float32."""
@@ -120,6 +126,14 @@ class VoxelMap:
         """Centroids [M, 3] float32, mean colours [M, 3] uint8, max confidences [M] float32."""
         return _centroids(self._rows)
 
+    def rescale(self, factor: float) -> None:
+        """Scale every point by ``factor`` about the origin; voxels that now share a cell merge (their sums add,
+        the latest tick stays)."""
+        rows = self._rows.copy()
+        rows[:, _XYZ] *= factor
+        keys, inside = voxel_keys(rows[:, _XYZ] / np.maximum(rows[:, _COUNT, None], 1), self.voxel_size)
+        self._keys, self._rows = _merge_by_key(keys, rows[inside])
+
 
 @dataclass
 class WindowUpdate:
@@ -135,6 +149,24 @@ class WindowUpdate:
     conf: np.ndarray           # [N] float32
     shared_images: int         # images the alignment used (0 for the first window)
     rmse: float                # weighted RMS residual of the alignment, map units (0 for the first window)
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Where a window goes in the map: x_map = scale * rotation @ x + translation."""
+
+    scale: float
+    rotation: np.ndarray       # [3, 3]
+    translation: np.ndarray    # [3]
+    keep: np.ndarray           # [S, H, W] bool, the window's points that pass the confidence filter
+    pivot: np.ndarray          # [3] weighted centre of the shared points in window coordinates (first window: 0)
+    shared_images: int
+    rmse: float
+
+    def with_scale(self, scale: float) -> "Alignment":
+        """The same placement at another scale, holding the shared points' centre where it was."""
+        translation = self.translation + (self.scale - scale) * self.rotation @ self.pivot
+        return dataclasses.replace(self, scale=scale, translation=translation)
 
 
 class WindowMapper:
@@ -160,14 +192,25 @@ class WindowMapper:
 
     def integrate(self, keys: Sequence[Hashable], recon: Reconstruction, conf_percentile: float = 50.0,
                   conf_min: float = 1.0, accumulate: bool = True) -> WindowUpdate:
-        """Place ``recon`` (S images, keys[i] for image i) in the map; raises ``AlignmentError``."""
+        """Place ``recon`` (S images, keys[i] for image i) in the map at the scale chaining gives; raises
+        ``AlignmentError``. ``align`` then ``place`` do the same with a say on the scale in between."""
+        return self.place(keys, recon, self.align(keys, recon, conf_percentile, conf_min), accumulate)
+
+    def align(self, keys: Sequence[Hashable], recon: Reconstruction, conf_percentile: float = 50.0,
+              conf_min: float = 1.0) -> Alignment:
+        """The map-from-window similarity of ``recon`` from the images it shares with the previous window (the
+        first window: identity scale at the origin, axes ``world_rotation``); raises ``AlignmentError``."""
         if len(keys) != recon.num_frames:
             raise ValueError(f"{len(keys)} keys for {recon.num_frames} images")
         keep = confidence_mask(recon.points_conf, conf_percentile, conf_min) & np.isfinite(recon.points).all(axis=-1)
         if not keep.any():
             raise AlignmentError("no finite point passes the confidence filter")
-        scale, rotation, translation, shared, rmse = self._align(keys, recon.points, keep, recon.points_conf)
+        return self._align(keys, recon.points, keep, recon.points_conf)
 
+    def place(self, keys: Sequence[Hashable], recon: Reconstruction, alignment: Alignment,
+              accumulate: bool = True) -> WindowUpdate:
+        """Put ``recon`` into the map with ``alignment`` (from ``align``, possibly ``with_scale``)."""
+        scale, rotation, translation, keep = alignment.scale, alignment.rotation, alignment.translation, alignment.keep
         # camera-to-window = inverse of the camera-from-window extrinsics: R^T, centre -R^T t
         cam_rotation = recon.extrinsics[:, :3, :3].astype(np.float64).transpose(0, 2, 1)
         centres = -(cam_rotation @ recon.extrinsics[:, :3, 3:].astype(np.float64))[..., 0]
@@ -184,13 +227,20 @@ class WindowMapper:
         self._previous_sim = (scale, rotation, translation)
         cloud = sums.centroids()
         return WindowUpdate(scale=scale, rotation=rotation, translation=translation, positions=positions,
-                            quaternions=quaternions, xyz=cloud[0], rgb=cloud[1], conf=cloud[2], shared_images=shared,
-                            rmse=rmse)
+                            quaternions=quaternions, xyz=cloud[0], rgb=cloud[1], conf=cloud[2],
+                            shared_images=alignment.shared_images, rmse=alignment.rmse)
+
+    def rescale(self, factor: float) -> None:
+        """Multiply every map coordinate by ``factor`` (about the map origin): the map and the previous
+        window's placement, so the next window chains onto the rescaled map."""
+        self.map.rescale(factor)
+        scale, rotation, translation = self._previous_sim
+        self._previous_sim = (factor * scale, rotation, factor * translation)
 
     def _align(self, keys, points, keep, conf):
-        """Map-from-window Sim(3) as (scale, rotation, translation, shared images, rmse)."""
+        """Map-from-window Sim(3) of the window's points (``keep``: those that pass the filter)."""
         if not self._previous:
-            return 1.0, self.world_rotation, np.zeros(3), 0, 0.0
+            return Alignment(1.0, self.world_rotation, np.zeros(3), keep, np.zeros(3), 0, 0.0)
         shared = [i for i, key in enumerate(keys) if key in self._previous]
         if not shared:
             raise AlignmentError("the window shares no image with the map (was the previous window lost?)")
@@ -215,4 +265,5 @@ class WindowMapper:
             raise AlignmentError(f"alignment gave a degenerate similarity (scale {scale})")
         residual = scale * source @ rotation.T + translation - target
         rmse = float(np.sqrt((weight * (residual ** 2).sum(1)).sum() / weight.sum()))
-        return scale, rotation, translation, len(shared), rmse
+        pivot = (weight[:, None] * source).sum(0) / weight.sum()
+        return Alignment(scale, rotation, translation, keep, pivot, len(shared), rmse)

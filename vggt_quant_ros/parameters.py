@@ -13,6 +13,7 @@ from vggt_quant_core.inference import POINT_SOURCES, PRECISIONS
 from vggt_quant_core.presets import DEFAULT_PRESET, PRESETS
 
 from .mapping import WORLD_ROTATIONS
+from .metric_scale import SCALE_SOURCES
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,21 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("camera_frame_ids", [], "optical frame per camera (default: the images' header.frame_id)"),
     Param("publish_tf", True, "publish map -> camera optical frames on /tf (only when tf2_ros is installed)"),
     Param("path_max_size", 1024, "poses kept in ~/path", range=(1, 1000000)),
+    # metric scale
+    Param("scale_source", "none", "what puts the map in metres: 'none' (model units of the first window), "
+          "'stereo' (cameras 0 and 1 a known baseline apart), 'odometry' (travel between keyframes) or 'depth' "
+          "(a registered depth image)", choices=SCALE_SOURCES),
+    Param("stereo_baseline_m", 0.0, "stereo: metres between cameras 0 and 1; 0: from camera 1's CameraInfo "
+          "projection (Tx = -fx * baseline)", range=(0.0, 100.0)),
+    Param("odometry_topic", "odom", "odometry: nav_msgs/Odometry of the camera's body (pose in a fixed frame)"),
+    Param("odometry_frame", "", "odometry: a fixed frame (e.g. 'odom') to look the cameras up in on /tf instead "
+          "of odometry_topic (needs tf2_ros)"),
+    Param("scale_min_travel_m", 0.05, "odometry: keyframe pairs closer than this do not measure the scale",
+          range=(0.0, 100.0)),
+    Param("depth_topic", "", "depth: depth image registered to camera depth_camera (16UC1 mm or 32FC1 m)"),
+    Param("depth_camera", 0, "depth: index of the image topic the depth image is registered to", range=(0, 63)),
+    Param("scale_drift", 0.02, "relative scale drift that chaining windows adds per window: how far the "
+          "metric samples may pull each new window", range=(1.0e-4, 1.0)),
     # health
     Param("camera_timeout_s", 2.0, "warn when a camera has sent nothing for this long", range=(0.1, 3600.0),
           runtime=True),
@@ -131,6 +147,14 @@ class NodeSettings:
     camera_frame_ids: List[str]
     publish_tf: bool
     path_max_size: int
+    scale_source: str
+    stereo_baseline_m: float
+    odometry_topic: str
+    odometry_frame: str
+    scale_min_travel_m: float
+    depth_topic: str
+    depth_camera: int
+    scale_drift: float
     camera_timeout_s: float
     diagnostics_period_s: float
 
@@ -154,7 +178,25 @@ def settings_from(p: Dict[str, Any]) -> "NodeSettings":
     if p["window_stride"] >= p["window_size"]:
         raise ConfigurationError(f"window_stride ({p['window_stride']}) must be smaller than window_size "
                                  f"({p['window_size']}) so that consecutive windows share keyframes")
+    _check_scale_source(p, count)
     if p["checkpoint"] and not os.path.exists(p["checkpoint"]):
         raise ConfigurationError(f"checkpoint {p['checkpoint']} not found (give an existing weights file or "
                                  "directory, or leave checkpoint empty to use a preset)")
     return NodeSettings(**p)
+
+
+def _check_scale_source(p: Dict[str, Any], count: int) -> None:
+    source = p["scale_source"]
+    if source == "stereo":
+        if count < 2:
+            raise ConfigurationError("scale_source 'stereo' needs two image topics (cameras 0 and 1 of the rig)")
+        if p["stereo_baseline_m"] <= 0 and len(p["camera_info_topics"]) < 2:
+            raise ConfigurationError("scale_source 'stereo' needs stereo_baseline_m > 0 or camera_info_topics "
+                                     "(camera 1's projection gives the baseline)")
+    if source == "odometry" and not (p["odometry_topic"] or p["odometry_frame"]):
+        raise ConfigurationError("scale_source 'odometry' needs odometry_topic or odometry_frame")
+    if source == "depth":
+        if not p["depth_topic"]:
+            raise ConfigurationError("scale_source 'depth' needs depth_topic (a depth image registered to a camera)")
+        if p["depth_camera"] >= count:
+            raise ConfigurationError(f"depth_camera is {p['depth_camera']} but there are {count} image topics")

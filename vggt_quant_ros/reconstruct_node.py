@@ -41,13 +41,16 @@ from .diagnostics import Stats, Throttle, diagnostic_status, stall_warning
 from .estimator import Estimator, load_estimator
 from .launch_arguments import ArgumentError, check_params_file, params_files_of
 from .mapping import AlignmentError
+from .metric_scale import scale_mode
 from .outputs import WindowPublishers
 from .parameters import PARAMETERS, ConfigurationError, NodeSettings, Param, settings_from
+from .scale_inputs import ScaleInputs
 from .window_processor import WindowError, WindowProcessor
 from .windowing import (ApproximateSync, Frame, FrameSet, KeyframeGate, LatestWinsQueue, SlidingWindow, StallWatch,
                         StampOrder, thumbnail)
 
 NODE_NAME = "vggt"
+WARN_ONCE = ("scale-missing", "scale-rejected", "depth")   # problem kinds logged the first time only
 
 
 def _descriptor(param: Param) -> ParameterDescriptor:
@@ -92,7 +95,7 @@ class ReconstructNode(Node):
         self._topics = list(s.image_topics)
         count = len(self._topics)
         self._names = list(s.camera_names) or [f"cam{i}" for i in range(count)]
-        self._stats = Stats(frames_received=[0] * count)
+        self._stats = Stats(frames_received=[0] * count, scale=scale_mode(s.scale_source))
         self._stats_lock = threading.Lock()
         self._throttle = Throttle()
         self._camera_infos: List[Optional[CameraInfo]] = [None] * count
@@ -120,6 +123,8 @@ class ReconstructNode(Node):
         for camera, topic in enumerate(s.camera_info_topics):
             self.create_subscription(CameraInfo, topic, lambda msg, camera=camera: self._on_camera_info(camera, msg),
                                      qos_profile_sensor_data, callback_group=input_group)
+        self._warned_once: set = set()
+        self.scale_inputs = ScaleInputs(self, s, input_group, self._input_problem)
         self._last_report = time.monotonic()
         self.create_timer(s.diagnostics_period_s, self._report, callback_group=MutuallyExclusiveCallbackGroup())
         self.add_post_set_parameters_callback(self._apply_runtime_parameters)
@@ -141,6 +146,7 @@ class ReconstructNode(Node):
     # ------------------------------------------------------------------------------------------ input
     def _on_camera_info(self, camera: int, msg: CameraInfo) -> None:
         self._camera_infos[camera] = msg
+        self.scale_inputs.camera_info(camera, msg)
 
     def _on_image(self, camera: int, msg) -> None:
         """Input group. ``frames_received`` counts messages whose handling is complete."""
@@ -177,6 +183,7 @@ class ReconstructNode(Node):
             return
         frameset = FrameSet(tuple(frames))
         self._gate.accept(frameset.stamp_ns, thumb)
+        self.scale_inputs.keyframe(frameset)
         latest = self._window.add(frameset)
         with self._stats_lock:
             self._stats.keyframes += 1
@@ -222,9 +229,14 @@ class ReconstructNode(Node):
         self._warn_throttled((camera, kind), f"{self._names[camera]} ({self._topics[camera]}): {text}")
 
     def _warn_throttled(self, key: Tuple, line: str) -> None:
-        """One warning per ``key`` at most every 5 s, with the number of repeats in between."""
+        """One warning per ``key`` at most every 5 s, with the number of repeats in between; kinds in
+        ``WARN_ONCE`` only the first time (diagnostics keep showing the latest)."""
         with self._stats_lock:
             self._stats.last_problem = line
+            if key[-1] in WARN_ONCE:
+                if key in self._warned_once:
+                    return
+                self._warned_once.add(key)
             repeats = self._throttle.due(key, time.monotonic())
         if repeats is not None:
             self.get_logger().warning(line + (f" ({repeats} more since the last report)" if repeats else ""))
@@ -246,7 +258,7 @@ class ReconstructNode(Node):
         except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
             self._fail(f"cannot load the model: {exc}")
             return
-        processor = WindowProcessor(self.estimator, s, self._worker_problem)
+        processor = WindowProcessor(self.estimator, s, self._worker_problem, self.scale_inputs.sensors)
         self.get_logger().info(f"model ready: {self.estimator.description} ({self.estimator.backend}, "
                                f"{self.estimator.bits}-bit weights), input width {processor.input_size}")
         while not self._stop.is_set():
@@ -283,6 +295,9 @@ class ReconstructNode(Node):
         result = processor.process(latest, settings)
         if self._stop.is_set():
             return
+        if result.rescaled_map != 1.0:
+            self.get_logger().info(f"the map is in metres from now on ({settings.scale_source}); what it held was "
+                                   f"scaled by {result.rescaled_map:.4g}")
         self._outputs.publish(result, settings)
         result.clock.lap("publish")
         result.clock.finish()
@@ -293,6 +308,7 @@ class ReconstructNode(Node):
             stats.window_latency_ms = 1000 * (time.monotonic() - result.window[-1].frames[0].received)
             stats.alignment_rmse, stats.alignment_scale = result.update.rmse, result.update.scale
             stats.map_points = result.map_points
+            stats.scale = result.scale_status
 
     # ------------------------------------------------------------------------------------ diagnostics
     def stats(self) -> Stats:

@@ -6,6 +6,7 @@ processor owns what outlives a window: the map (``WindowMapper``), the keyframes
 window, and camera 0's path.
 """
 
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,13 +20,24 @@ from vggt_quant_core.geometry import pose_encoding_to_extri_intri
 from vggt_quant_core.inference import predictions_to_reconstruction
 
 from .estimator import Estimator
-from .mapping import WORLD_ROTATIONS, WindowMapper, WindowUpdate
+from .mapping import WORLD_ROTATIONS, Alignment, WindowMapper, WindowUpdate
+from .metric_scale import (NoScale, ScaleFilter, ScaleSample, camera_centres, depth_pairs, depth_scale, stereo_scale,
+                           travel_scale)
 from .parameters import NodeSettings
 from .windowing import Frame, FrameSet, compose_window
 
 Pose = Tuple[np.ndarray, np.ndarray]   # position [3], quaternion [4] (x, y, z, w) in the map
 # (camera or None for the whole window, kind, text): a problem worth a throttled warning, not a failed window
 Warn = Callable[[Optional[int], str, str], None]
+
+
+@dataclass
+class MetricSensors:
+    """What the node measures the metric scale with (``scale_source``), as plain callables."""
+
+    baseline_m: Callable[[], float] = lambda: 0.0   # stereo: metres between cameras 0 and 1 (0: not known yet)
+    # odometry: metres of the given frames' cameras in a fixed frame, [K, 3], NaN rows where unknown
+    positions_at: Callable[[List[Frame]], np.ndarray] = lambda frames: np.full((len(frames), 3), np.nan)
 
 
 class WindowError(Exception):
@@ -71,6 +83,8 @@ class WindowResult:
     depth: List[DepthView]               # the newest time step, one per camera
     path: List[Tuple[int, Pose]]         # (stamp_ns, pose of camera 0) at every keyframe so far, oldest first
     map_points: int
+    scale_status: Dict[str, str]         # the metric scale's state (``ScaleFilter.status``)
+    rescaled_map: float = 1.0            # factor the existing map was multiplied by (the switch to metres)
     clock: StageClock = field(default_factory=StageClock)
 
     @property
@@ -87,8 +101,11 @@ class WindowProcessor:
     """The node's per-window work, ROS-free. ``settings`` fixes the map (voxels, axes), the window overlap
     and the path length; each ``process`` call takes the settings snapshot its window runs with."""
 
-    def __init__(self, estimator: Estimator, settings: NodeSettings, warn: Warn):
+    def __init__(self, estimator: Estimator, settings: NodeSettings, warn: Warn,
+                 sensors: Optional[MetricSensors] = None):
         self.estimator = estimator
+        self.scale = ScaleFilter(settings.scale_drift)
+        self._sensors = sensors or MetricSensors()
         self.input_size = settings.image_size or estimator.image_size
         self.mapper = WindowMapper(settings.voxel_size, settings.max_map_points,
                                    WORLD_ROTATIONS[settings.world_frame_convention])
@@ -124,8 +141,10 @@ class WindowProcessor:
                                               pixel_stride=settings.pixel_stride, intrinsics=intrinsics)
         clock.lap("reconstruct")
         accumulate = settings.cloud_mode == "map"
-        update = self.mapper.integrate([(f.stamp_ns, f.camera) for f in frames], recon, settings.conf_percentile,
-                                       settings.conf_min, accumulate=accumulate)
+        keys = [(f.stamp_ns, f.camera) for f in frames]
+        alignment = self.mapper.align(keys, recon, settings.conf_percentile, settings.conf_min)
+        alignment, rescaled = self._metric(alignment, window, frames, predictions, recon, settings)
+        update = self.mapper.place(keys, recon, alignment, accumulate=accumulate)
         self._anchors = window[len(window) - self._shared:]
         clock.lap("align")   # what follows belongs to the node's "publish" stage, as the messages it fills
         cameras = len(window[0].frames)
@@ -139,7 +158,51 @@ class WindowProcessor:
                  for i in range(newest, len(frames))]
         cloud = self.mapper.map.arrays() if accumulate else (update.xyz, update.rgb, update.conf)
         return WindowResult(window=window, frames=frames, update=update, cloud=cloud, depth=depth,
-                            path=list(self._path), map_points=len(self.mapper.map), clock=clock)
+                            path=list(self._path), map_points=len(self.mapper.map),
+                            scale_status=self.scale.status(settings.scale_source), rescaled_map=rescaled, clock=clock)
+
+    def _metric(self, alignment: Alignment, window: List[FrameSet], frames: List[Frame],
+                predictions: Dict[str, torch.Tensor], recon, settings: NodeSettings) -> Tuple[Alignment, float]:
+        """The window's placement at the metric scale, and the factor the existing map was rescaled by."""
+        source = settings.scale_source
+        if source == "none":
+            return alignment, 1.0
+        try:
+            sample = self._scale_sample(window, frames, predictions, recon, settings)
+        except NoScale as exc:
+            sample = None
+            self._warn(None, "scale-missing", f"no {source} scale for a window: {exc}")
+        decision = self.scale.update(alignment.scale, sample)
+        if decision.problem:
+            self._warn(None, "scale-rejected", decision.problem)
+        factor = decision.rescale_map
+        if factor != 1.0:   # the map becomes metric: what is in it already follows, once
+            self.mapper.rescale(factor)
+            self._path = deque(((stamp, (factor * position, quaternion)) for stamp, (position, quaternion)
+                                in self._path), maxlen=self._path.maxlen)
+            alignment = dataclasses.replace(alignment, scale=factor * alignment.scale,
+                                            translation=factor * alignment.translation)
+        return alignment.with_scale(decision.scale), factor
+
+    def _scale_sample(self, window: List[FrameSet], frames: List[Frame], predictions: Dict[str, torch.Tensor],
+                      recon, settings: NodeSettings) -> ScaleSample:
+        """The window's metres per model unit from ``settings.scale_source``; raises ``NoScale``."""
+        cameras = len(window[0].frames)
+        centres = camera_centres(recon.extrinsics).reshape(len(window), cameras, 3)
+        if settings.scale_source == "stereo":
+            return stereo_scale(centres, self._sensors.baseline_m())
+        if settings.scale_source == "odometry":
+            measured = self._sensors.positions_at([frameset.frames[0] for frameset in window])
+            return travel_scale(centres[:, 0], measured, settings.scale_min_travel_m)
+        height, width = predictions["depth"].shape[2:4]
+        pairs = []
+        for index, frame in enumerate(frames):
+            if frame.camera == settings.depth_camera and frame.metric_depth is not None:
+                offset = ((height - frame.model_input.shape[-2]) // 2, (width - frame.model_input.shape[-1]) // 2)
+                predicted = predictions["depth"][0, index, ..., 0].float().cpu().numpy()
+                pairs.append(depth_pairs(frame.metric_depth, predicted, settings.preprocess_mode, self.input_size,
+                                         offset))
+        return depth_scale(pairs)
 
     @staticmethod
     def _depth_view(predictions: Dict[str, torch.Tensor], frame: Frame, index: int, intrinsics: np.ndarray,

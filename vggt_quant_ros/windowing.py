@@ -9,7 +9,7 @@ calls the rest from one mutually exclusive callback group.
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Deque, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Deque, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -28,6 +28,7 @@ class Frame:
     received: float = 0.0                     # time.monotonic() when the message arrived
     convert_seconds: float = 0.0              # time spent decoding the message
     model_input: Any = None                   # [3, h, w] tensor, filled once by the worker and reused
+    metric_depth: Optional[np.ndarray] = None  # [H, W] float32 metres from a registered depth camera (NaN: none)
 
 
 @dataclass
@@ -132,6 +133,35 @@ class KeyframeGate:
 
     def accept(self, stamp_ns: int, thumb: np.ndarray) -> None:
         self._since_last, self._last_stamp, self._last_thumb = 0, stamp_ns, thumb
+
+
+class StampPairing(Generic[T]):
+    """Pairs keyframe frames with the item of another stream (e.g. a registered depth image) whose stamp is
+    nearest and within ``slop_ns``; whichever of the two arrives second completes the pair, and ``attach``
+    (frame, item) is called once per frame. Both sides keep only their ``keep`` most recent unpaired entries."""
+
+    def __init__(self, slop_ns: int, attach: Callable[[Frame, T], None], keep: int = 8):
+        self.slop_ns, self._attach = slop_ns, attach
+        self._items: Deque[Tuple[int, T]] = deque(maxlen=keep)
+        self._frames: Deque[Frame] = deque(maxlen=keep)
+
+    def add_item(self, stamp_ns: int, item: T) -> None:
+        waiting = [f for f in self._frames if abs(f.stamp_ns - stamp_ns) <= self.slop_ns]
+        if not waiting:
+            self._items.append((stamp_ns, item))
+            return
+        frame = min(waiting, key=lambda f: abs(f.stamp_ns - stamp_ns))
+        self._frames.remove(frame)
+        self._attach(frame, item)
+
+    def add_frame(self, frame: Frame) -> None:
+        near = [entry for entry in self._items if abs(entry[0] - frame.stamp_ns) <= self.slop_ns]
+        if not near:
+            self._frames.append(frame)
+            return
+        entry = min(near, key=lambda e: abs(e[0] - frame.stamp_ns))
+        self._items.remove(entry)
+        self._attach(frame, entry[1])
 
 
 class SlidingWindow(Generic[T]):
