@@ -74,8 +74,8 @@ def test_depth_pairs_follow_the_preprocessing_crop():
     tall = surface(u, v, 80, 160)
     cv, cu = np.mgrid[0:112, 0:112].astype(np.float64)
     predicted_tall = 3.0 * surface(cu, cv + 56, 112, 224)
-    assert depth_scale([depth_pairs(tall, predicted_tall, "crop", 112)]).metres_per_unit == pytest.approx(1 / 3,
-                                                                                                      rel=5e-3)
+    cropped = depth_scale([depth_pairs(tall, predicted_tall, "crop", 112)])
+    assert cropped.metres_per_unit == pytest.approx(1 / 3, rel=5e-3)
     with pytest.raises(NoScale, match="no depth image matched"):
         depth_scale([])
     with pytest.raises(NoScale, match="usable depth"):
