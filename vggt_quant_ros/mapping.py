@@ -4,7 +4,8 @@ VGGT expresses a window in the camera frame of its first image, at a scale of it
 window shares images (keyframes) with the previous one; the same pixels of a shared image are
 corresponding points, so a confidence-weighted Sim(3) (``umeyama_sim3``) maps the new window onto
 the map. The first window defines the map: its first camera is the origin, axes rotated by
-``world_rotation`` (optical -> x forward, y left, z up by default), scale = its model units.
+``world_rotation`` (optical -> x forward, y left, z up by default), scale = its model units (until a metric
+scale source rescales it: ``rescale``, ``Alignment.with_scale``).
 
 ``VoxelMap`` accumulates the aligned clouds with a cap on the number of voxels. No ROS here.
 """
@@ -159,12 +160,13 @@ class Alignment:
     rotation: np.ndarray       # [3, 3]
     translation: np.ndarray    # [3]
     keep: np.ndarray           # [S, H, W] bool, the window's points that pass the confidence filter
-    pivot: np.ndarray          # [3] weighted centre of the shared points in window coordinates (first window: 0)
+    pivot: np.ndarray          # [3] mean centre of the shared cameras in window coordinates (first window: 0)
     shared_images: int
     rmse: float
 
     def with_scale(self, scale: float) -> "Alignment":
-        """The same placement at another scale, holding the shared points' centre where it was."""
+        """The same placement at another scale about the shared cameras' centre: the trajectory stays continuous
+        (the shared part of the cloud moves by the scale change times its distance instead)."""
         translation = self.translation + (self.scale - scale) * self.rotation @ self.pivot
         return dataclasses.replace(self, scale=scale, translation=translation)
 
@@ -205,7 +207,7 @@ class WindowMapper:
         keep = confidence_mask(recon.points_conf, conf_percentile, conf_min) & np.isfinite(recon.points).all(axis=-1)
         if not keep.any():
             raise AlignmentError("no finite point passes the confidence filter")
-        return self._align(keys, recon.points, keep, recon.points_conf)
+        return self._align(keys, recon, keep)
 
     def place(self, keys: Sequence[Hashable], recon: Reconstruction, alignment: Alignment,
               accumulate: bool = True) -> WindowUpdate:
@@ -237,13 +239,14 @@ class WindowMapper:
         scale, rotation, translation = self._previous_sim
         self._previous_sim = (factor * scale, rotation, factor * translation)
 
-    def _align(self, keys, points, keep, conf):
+    def _align(self, keys, recon, keep):
         """Map-from-window Sim(3) of the window's points (``keep``: those that pass the filter)."""
         if not self._previous:
             return Alignment(1.0, self.world_rotation, np.zeros(3), keep, np.zeros(3), 0, 0.0)
         shared = [i for i, key in enumerate(keys) if key in self._previous]
         if not shared:
             raise AlignmentError("the window shares no image with the map (was the previous window lost?)")
+        points, conf = recon.points, recon.points_conf
         # every step-th pixel of each shared image: an evenly spread subset is plenty for 7 parameters
         step = slice(None, None, -(-len(shared) * keep[0].size // self.max_align_points))
         sources, targets, weights = [], [], []
@@ -265,5 +268,6 @@ class WindowMapper:
             raise AlignmentError(f"alignment gave a degenerate similarity (scale {scale})")
         residual = scale * source @ rotation.T + translation - target
         rmse = float(np.sqrt((weight * (residual ** 2).sum(1)).sum() / weight.sum()))
-        pivot = (weight[:, None] * source).sum(0) / weight.sum()
+        extrinsics = recon.extrinsics[shared].astype(np.float64)
+        pivot = -np.einsum("sji,sj->si", extrinsics[:, :, :3], extrinsics[:, :, 3]).mean(0)
         return Alignment(scale, rotation, translation, keep, pivot, len(shared), rmse)

@@ -40,6 +40,16 @@ POSE_AUC_THRESHOLDS = (30, 15, 5, 3)
 MAX_POINTS = 20_000
 
 
+def rotation_angle_degrees(rotations: torch.Tensor) -> torch.Tensor:
+    """Rotation angles (degrees) [N] of rotation matrices [N, 3, 3], by atan2(sin, cos): well conditioned near 0
+    (acos of a cosine near 1 is not)."""
+    rotations = torch.as_tensor(rotations)
+    skew = rotations - rotations.transpose(1, 2)
+    sin = torch.stack([skew[:, 2, 1], skew[:, 0, 2], skew[:, 1, 0]], -1).norm(dim=-1) / 2
+    cos = (rotations.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
+    return torch.rad2deg(torch.atan2(sin, cos))
+
+
 def relative_pose_errors(pred_extrinsics: np.ndarray, gt_extrinsics: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Rotation and translation angle errors (degrees) [P] over all P = S (S - 1) / 2 frame pairs i < j.
 
@@ -56,12 +66,7 @@ def relative_pose_errors(pred_extrinsics: np.ndarray, gt_extrinsics: np.ndarray)
         return homogeneous[first] @ closed_form_inverse_se3(homogeneous[second])
 
     rel_pred, rel_gt = relative(pred), relative(gt)
-    # Angles by atan2(sin, cos), well conditioned near 0 (acos of a cosine near 1 is not).
-    difference = rel_gt[:, :3, :3].transpose(1, 2) @ rel_pred[:, :3, :3]
-    skew = difference - difference.transpose(1, 2)
-    sin_rotation = torch.stack([skew[:, 2, 1], skew[:, 0, 2], skew[:, 1, 0]], -1).norm(dim=-1) / 2
-    cos_rotation = (difference.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2
-    rotation = torch.rad2deg(torch.atan2(sin_rotation, cos_rotation))
+    rotation = rotation_angle_degrees(rel_gt[:, :3, :3].transpose(1, 2) @ rel_pred[:, :3, :3])
     t_pred, t_gt = rel_pred[:, :3, 3], rel_gt[:, :3, 3]
     undirected = torch.atan2(torch.linalg.cross(t_pred, t_gt).norm(dim=-1), (t_pred * t_gt).sum(-1).abs())
     degenerate = (t_pred.norm(dim=-1) == 0) | (t_gt.norm(dim=-1) == 0)
