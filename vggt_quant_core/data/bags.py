@@ -6,6 +6,11 @@ Layout of a written bag (ROS 2 conventions, REP 103/105 optical frames):
 * ``/<cam>/camera_info`` (optional): ``sensor_msgs/msg/CameraInfo`` with the same header, ``plumb_bob``
   with zero distortion, ``K`` the intrinsics and ``P = [K | -fx * baseline, 0, 0]`` (ROS' stereo
   convention: the right camera's Tx carries the baseline);
+* ``/odom`` (optional): ``nav_msgs/msg/Odometry`` in frame ``odom`` (the scene's world: z up, metres) with
+  child frame ``cam0_optical_frame``, the true pose of ``cam0`` at each frame stamp (zero twist);
+* ``/cam0/depth/image_raw`` (optional): ``sensor_msgs/msg/Image`` ``16UC1``, the true depth of ``cam0`` in
+  millimetres (registered to it: same pixels, frame id and stamps), 0 where there is no surface or the depth
+  does not fit 16 bits (REP 118);
 
 with ``<cam>`` = ``cam0`` (and ``cam1``, the right camera of a stereo rig). Message time = header stamp.
 Storage is ``mcap`` (default) or ``sqlite3`` (``.db3``), bag format version 9, types of ROS 2 Kilted.
@@ -20,15 +25,22 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
 from PIL import Image as PILImage
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from ..geometry import mat_to_quat
 from .image_messages import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, ImageError, compressed_to_rgb, image_to_rgb
-from .scenes import SceneSequence
+from .scenes import RenderedSequence, SceneSequence
+from .trajectories import camera_centres
 
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+ODOMETRY_TOPIC = "/odom"
+ODOMETRY_FRAME = "odom"
+DEPTH_ENCODING = "16UC1"       # millimetres, 0 = no measurement (REP 118)
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 COMPRESSIONS = ("jpeg", "png")
 
@@ -39,6 +51,11 @@ def image_topic(camera: str) -> str:
 
 def camera_info_topic(camera: str) -> str:
     return f"/{camera}/camera_info"
+
+
+def depth_topic(camera: str) -> str:
+    """The depth image registered to ``camera`` (the naming of depth_image_proc's ``depth_registered``)."""
+    return f"/{camera}/depth/image_raw"
 
 
 def optical_frame(camera: str) -> str:
@@ -63,12 +80,13 @@ def _replace_directory(source: Path, target: Path) -> None:
 
 
 def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap", camera_info: bool = True,
-              compression: Optional[str] = None) -> Path:
+              compression: Optional[str] = None, odometry: bool = False, depth: bool = False) -> Path:
     """Write every camera of ``sequence`` to the rosbag2 directory ``path`` (replaced atomically if it
     exists: the new bag is complete before the old one goes). Returns ``path``.
 
     ``compression`` (``jpeg`` or ``png``) writes ``sensor_msgs/msg/CompressedImage`` on
-    ``/<cam>/image_raw/compressed`` (image_transport's naming) instead of raw images.
+    ``/<cam>/image_raw/compressed`` (image_transport's naming) instead of raw images. ``odometry`` adds
+    ``/odom``, ``depth`` adds ``/cam0/depth/image_raw`` (the module docstring says what they hold).
     """
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {sorted(STORAGES)}, got {storage!r}")
@@ -90,11 +108,22 @@ def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap",
                                           image_type, typestore=store),
                     writer.add_connection(camera_info_topic(camera.name), CAMERA_INFO_TYPE, typestore=store)
                     if camera_info else None)
+            first = sequence.cameras[0]
+            odometry_connection = (writer.add_connection(ODOMETRY_TOPIC, ODOMETRY_TYPE, typestore=store)
+                                   if odometry else None)
+            depth_connection = (writer.add_connection(depth_topic(first.name), IMAGE_TYPE, typestore=store)
+                                if depth else None)
             for frame, stamp in enumerate(sequence.timestamps_ns.tolist()):
+                time = types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9)
+                if odometry_connection is not None:
+                    writer.write(odometry_connection, stamp,
+                                 store.serialize_cdr(_odometry(types, time, first, frame), ODOMETRY_TYPE))
+                if depth_connection is not None:
+                    header = types["std_msgs/msg/Header"](stamp=time, frame_id=optical_frame(first.name))
+                    writer.write(depth_connection, stamp,
+                                 store.serialize_cdr(_depth_image(types, header, first.depth[frame]), IMAGE_TYPE))
                 for index, camera in enumerate(sequence.cameras):
-                    header = types["std_msgs/msg/Header"](
-                        stamp=types["builtin_interfaces/msg/Time"](sec=stamp // 10**9, nanosec=stamp % 10**9),
-                        frame_id=optical_frame(camera.name))
+                    header = types["std_msgs/msg/Header"](stamp=time, frame_id=optical_frame(camera.name))
                     height, width = camera.images.shape[1:3]
                     if compression is None:
                         image = types[IMAGE_TYPE](header=header, height=height, width=width, encoding="rgb8",
@@ -129,6 +158,33 @@ def _camera_info(types, header, intrinsic: np.ndarray, width: int, height: int, 
         header=header, height=height, width=width, distortion_model="plumb_bob", d=np.zeros(5),
         k=intrinsic.reshape(-1), r=np.eye(3).reshape(-1), p=projection.reshape(-1), binning_x=0, binning_y=0,
         roi=types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+
+
+def _odometry(types, time, camera: RenderedSequence, frame: int):
+    """The true pose of ``camera`` at ``frame`` in the world (``odom``): map-from-camera [R^T | centre]."""
+    extrinsic = camera.extrinsics[frame].astype(np.float64)
+    x, y, z = camera_centres(extrinsic[None])[0].tolist()
+    qx, qy, qz, qw = mat_to_quat(torch.from_numpy(extrinsic[:, :3].T)).tolist()
+    point, quaternion = types["geometry_msgs/msg/Point"], types["geometry_msgs/msg/Quaternion"]
+    vector = types["geometry_msgs/msg/Vector3"]
+    pose = types["geometry_msgs/msg/Pose"](position=point(x=x, y=y, z=z), orientation=quaternion(x=qx, y=qy, z=qz,
+                                                                                                   w=qw))
+    twist = types["geometry_msgs/msg/Twist"](linear=vector(x=0.0, y=0.0, z=0.0), angular=vector(x=0.0, y=0.0, z=0.0))
+    return types[ODOMETRY_TYPE](
+        header=types["std_msgs/msg/Header"](stamp=time, frame_id=ODOMETRY_FRAME),
+        child_frame_id=optical_frame(camera.name),
+        pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.zeros(36)),
+        twist=types["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=np.zeros(36)))
+
+
+def _depth_image(types, header, depth_m: np.ndarray):
+    """``16UC1`` millimetres of a depth map in metres; 0 where there is no surface or it is beyond 65.535 m."""
+    millimetres = np.rint(np.asarray(depth_m, np.float64) * 1000)
+    valid = np.isfinite(millimetres) & (millimetres > 0) & (millimetres <= np.iinfo(np.uint16).max)
+    values = np.where(valid, millimetres, 0).astype("<u2")
+    height, width = values.shape
+    return types[IMAGE_TYPE](header=header, height=height, width=width, encoding=DEPTH_ENCODING, is_bigendian=0,
+                             step=width * 2, data=values.reshape(-1).view(np.uint8))
 
 
 @dataclass

@@ -19,9 +19,10 @@ GROUND_TRUTH_CONVENTION = ("<cam>_extrinsics [S, 3, 4]: camera-from-world (OpenC
 
 
 def write_scene(out: Path, sequence: SceneSequence, images: bool = True, bag: bool = True, storage: str = "mcap",
-                camera_info: bool = True) -> Dict[str, Path]:
-    """Write ``<cam>/frame_XXX.png`` (``images``), the rosbag2 directory ``bag/`` (``bag``),
-    ``ground_truth.npz`` and ``scene.json`` into ``out``; returns the paths written."""
+                camera_info: bool = True, odometry: bool = False, depth: bool = False) -> Dict[str, Path]:
+    """Write ``<cam>/frame_XXX.png`` (``images``), the rosbag2 directory ``bag/`` (``bag``; with the true
+    odometry and depth topics of ``data.bags.write_bag`` when asked), ``ground_truth.npz`` and ``scene.json``
+    into ``out``; returns the paths written."""
     written = {}
     if images:
         for camera in sequence.cameras:
@@ -30,7 +31,8 @@ def write_scene(out: Path, sequence: SceneSequence, images: bool = True, bag: bo
                     Image.fromarray(image).save(tmp, format="PNG")
             written[camera.name] = out / camera.name
     if bag:
-        written["bag"] = write_bag(out / "bag", sequence, storage=storage, camera_info=camera_info)
+        written["bag"] = write_bag(out / "bag", sequence, storage=storage, camera_info=camera_info,
+                                   odometry=odometry, depth=depth)
     arrays = {"timestamps_ns": sequence.timestamps_ns}
     for camera in sequence.cameras:
         arrays.update({f"{camera.name}_depth": camera.depth, f"{camera.name}_extrinsics": camera.extrinsics,

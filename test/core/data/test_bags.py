@@ -84,3 +84,48 @@ def test_unreadable_bags_are_named(tmp_path):
         read_bag(tmp_path / "junk.mcap")
     with pytest.raises(ValueError, match="storage must be one of"):
         write_bag(tmp_path / "x", generate_sequence(1, 1, 4, 4), storage="bag")
+
+
+def test_odometry_and_registered_depth_hold_the_true_camera_pose_and_depth_in_millimetres(tmp_path):
+    # a hall: sky pixels have no surface, some floor is further than 16 bits of millimetres reach
+    sequence = generate_sequence(1, 3, 40, 30, kind="hall", trajectory="forward")
+    camera = sequence.cameras[0]
+    assert (camera.depth == 0).any() and (camera.depth > 65.6).any()
+    bag = write_bag(tmp_path / "run", sequence, odometry=True, depth=True)
+    with AnyReader([bag]) as reader:  # rosbags' own reader, independent of ours
+        assert {c.topic: c.msgtype for c in reader.connections} == {
+            "/cam0/image_raw": "sensor_msgs/msg/Image", "/cam0/camera_info": "sensor_msgs/msg/CameraInfo",
+            "/odom": "nav_msgs/msg/Odometry", "/cam0/depth/image_raw": "sensor_msgs/msg/Image"}
+        odometry, depth = [], []
+        for connection, time_ns, raw in reader.messages():
+            msg = reader.deserialize(raw, connection.msgtype)
+            assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == time_ns
+            if connection.topic == "/odom":
+                odometry.append((time_ns, msg))
+            elif connection.topic == "/cam0/depth/image_raw":
+                depth.append((time_ns, msg))
+    assert [t for t, _ in odometry] == [t for t, _ in depth] == sequence.timestamps_ns.tolist()
+    for frame, (_, msg) in enumerate(odometry):
+        assert (msg.header.frame_id, msg.child_frame_id) == ("odom", "cam0_optical_frame")
+        pose = msg.pose.pose
+        position = np.array([pose.position.x, pose.position.y, pose.position.z])
+        q = np.array([pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w])
+        x, y, z, w = q
+        world_from_camera = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        # the pose maps the camera's origin and axes into the world: camera-from-world of the ground truth back
+        extrinsic = camera.extrinsics[frame].astype(np.float64)
+        np.testing.assert_allclose(extrinsic[:, :3] @ position + extrinsic[:, 3], 0, atol=1e-5)
+        np.testing.assert_allclose(world_from_camera.T, extrinsic[:, :3], atol=1e-5)
+        assert np.linalg.norm(q) == pytest.approx(1, abs=1e-6)
+    for frame, (_, msg) in enumerate(depth):
+        assert (msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian) == ("16UC1", 30, 40, 80, 0)
+        assert msg.header.frame_id == "cam0_optical_frame"
+        millimetres = np.frombuffer(bytes(msg.data), "<u2").reshape(30, 40)
+        true = camera.depth[frame]
+        near = (true > 0) & (true < 65.0)
+        assert np.abs(millimetres[near] / 1000.0 - true[near]).max() <= 0.0005
+        assert (millimetres[true == 0] == 0).all() and (millimetres[true > 65.6] == 0).all()
+    # the colour topics read back as before, the depth one as a grey image of its own
+    assert np.array_equal(read_bag(bag)["/cam0/image_raw"].images, camera.images)
