@@ -4,27 +4,32 @@ truth, and write what a person looks at (cloud, picture, depth maps, summary).
 The reconstruction step is a parameter of ``run_demo``: ``vggt-quant demo`` reads the bag and runs the ``infer``
 pipeline on one window of all its frames (``reconstruct_recording``); ``vggt_quant_ros.demo`` plays the bag into
 the ROS ``reconstruct`` node instead. Recording, scoring, the preview and the screen are shared. ``args`` are
-the options of ``cli.demo`` (recording, model and output options).
+the options of ``cli.demo`` (recording, model and output options); ``Recording`` says what else the bag holds
+(a stereo partner, odometry, registered depth: what puts a map in metres). A reconstruction that says its map
+is metric is scored on its scale too: the Sim(3) that aligns it to the ground truth has scale 1 when it is.
 """
 
 import argparse
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 from PIL import Image
 
 from .data import RenderedSequence, generate_sequence
-from .data.bags import BagCamera, image_topic, read_bag
+from .data.bags import ODOMETRY_TOPIC, BagCamera, camera_info_topic, depth_topic, image_topic, read_bag
 from .data.preprocess import default_height
+from .data.trajectories import camera_centres
 from .eval.evaluate import (BASELINE, Scored, align_extrinsics, format_accuracy_table, ground_truth_points, score,
                             trivial_prediction)
 from .eval.metrics import pose_metrics
+from .eval.trajectory import absolute_trajectory_error
 from .export.colormap import colorize_depth
 from .export.preview import Panel, Trajectory, render_preview
 from .export.recording import read_ground_truth, write_scene
@@ -37,6 +42,23 @@ log = logging.getLogger("vggt_quant")
 
 GROUND_TRUTH_COLOUR = (30, 160, 60)
 ESTIMATE_COLOUR = (220, 50, 40)
+CAMERAS = ("cam0", "cam1")
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What the recorded bag holds: ``cameras`` (2: cam1, the stereo partner, with its CameraInfo baseline),
+    and the true ``odometry`` and registered ``depth`` of cam0 (``data.bags.write_bag``)."""
+
+    cameras: int = 1
+    odometry: bool = False
+    depth: bool = False
+
+    @property
+    def topics(self) -> List[str]:
+        return ([topic for camera in CAMERAS[:self.cameras] for topic in (image_topic(camera),
+                                                                          camera_info_topic(camera))]
+                + [ODOMETRY_TOPIC] * self.odometry + [depth_topic(CAMERAS[0])] * self.depth)
 
 
 @dataclass
@@ -56,6 +78,8 @@ class DemoResult:
     timing: str               # one line: where the reconstruction's time went
     seconds: Dict[str, float]                              # into the summary's "seconds"
     details: Dict[str, Any] = field(default_factory=dict)  # into demo_summary.json
+    units: str = "up to scale (VGGT's normalised units)"   # one line: what the map's unit is
+    metric_source: Optional[str] = None                    # what put the map in metres; None: up to scale
 
 
 # (bag, args, output folder, the model as presets.load_model returns it) -> result
@@ -117,10 +141,28 @@ def _preview(truth: RenderedSequence, result: DemoResult, scored: Scored) -> np.
     return render_preview(panels, trajectories, footer)
 
 
+def scale_scores(result: DemoResult, truth: RenderedSequence, scored: Scored) -> Dict[str, Any]:
+    """How metric a metric map is: the scale of the Sim(3) aligning its cloud (``scored.alignment``) and its
+    camera trajectory to the ground truth (1 when in metres), |scale - 1|, and the trajectory's ATE (RMSE of
+    camera centres) after an SE(3) and a Sim(3) alignment, in metres (``eval.trajectory``); NaN where the
+    estimate is degenerate (collapsed)."""
+    map_scale = float(scored.alignment.scale) if scored.alignment is not None else math.nan
+    estimated = camera_centres(result.extrinsics.astype(np.float64))
+    true = camera_centres(truth.extrinsics[result.posed].astype(np.float64))
+    try:
+        se3, sim3 = (absolute_trajectory_error(estimated, true, metric=metric) for metric in (True, False))
+    except ValueError:
+        se3 = sim3 = {"sim3_scale": math.nan, "ate_rmse": math.nan}
+    return {"source": result.metric_source, "map_sim3_scale": map_scale, "map_scale_error": abs(map_scale - 1),
+            "trajectory_sim3_scale": se3["sim3_scale"], "trajectory_scale_error": abs(se3["sim3_scale"] - 1),
+            "ate_se3_m": se3["ate_rmse"], "ate_sim3_m": sim3["ate_rmse"]}
+
+
 def run_demo(args: argparse.Namespace, reconstruct: Reconstruct = reconstruct_recording,
-             title: str = "vggt-quant demo") -> int:
-    """Record, reconstruct with ``reconstruct``, score against the ground truth next to the baseline, and
-    write the preview, the ground-truth depth and ``demo_summary.json``; print the one-screen summary."""
+             title: str = "vggt-quant demo", recording: Recording = Recording()) -> int:
+    """Record (what ``recording`` says), reconstruct with ``reconstruct``, score against the ground truth next
+    to the baseline (and the scale of a metric map), and write the preview, the ground-truth depth and
+    ``demo_summary.json``; print the one-screen summary."""
     if args.frames < 2:
         raise ValueError("--frames must be at least 2")
     started = time.perf_counter()
@@ -137,11 +179,13 @@ def run_demo(args: argparse.Namespace, reconstruct: Reconstruct = reconstruct_re
         raise ValueError("the demo records at the model's input size: use --width instead of --size")
     args.size = width
 
-    recording = args.out / "recording"
+    folder = args.out / "recording"
     log.info("recording %d frames of %dx%d (seed %d, %s) into %s", args.frames, width, height, args.seed,
-             args.trajectory, recording)
-    sequence = generate_sequence(args.seed, args.frames, width, height, trajectory=args.trajectory)
-    written = write_scene(recording, sequence, images=False, bag=True, storage=args.storage)
+             args.trajectory, folder)
+    sequence = generate_sequence(args.seed, args.frames, width, height, trajectory=args.trajectory,
+                                 cameras=recording.cameras)
+    written = write_scene(folder, sequence, images=False, bag=True, storage=args.storage,
+                          odometry=recording.odometry, depth=recording.depth)
     recorded = time.perf_counter()
 
     result = reconstruct(written["bag"], args, args.out / "reconstruction", loaded)
@@ -162,7 +206,9 @@ def run_demo(args: argparse.Namespace, reconstruct: Reconstruct = reconstruct_re
               "recording": str(written["bag"]), "frames": args.frames, "image_size_wh": [width, height],
               "seed": args.seed, "trajectory": args.trajectory, "scene_kind": sequence.kind,
               "frames_posed": result.posed.tolist(), "frames_with_depth": result.with_depth.tolist(),
-              "points": len(result.cloud), **metrics, **result.details,
+              "points": len(result.cloud), "recording_topics": recording.topics, "map_units": result.units,
+              **metrics, **({"metric_scale": scale_scores(result, truth, model_scored)} if result.metric_source
+                            else {}), **result.details,
               "seconds": {"record": round(recorded - started, 3), **result.seconds,
                           "total": round(time.perf_counter() - started, 3)}}
     write_text_atomic(args.out / "demo_summary.json", json.dumps(report, indent=1))
@@ -178,6 +224,16 @@ def _scope(report: dict) -> str:
             + ", ".join(map(str, with_depth)))
 
 
+def _scale_lines(scale: Optional[Dict[str, Any]]) -> str:
+    if scale is None:
+        return ""
+    return (f"\nscale error vs ground truth (Sim(3) scale, 1 = metric): map {scale['map_sim3_scale']:.4f} "
+            f"({100 * scale['map_scale_error']:.1f} %), trajectory {scale['trajectory_sim3_scale']:.4f} "
+            f"({100 * scale['trajectory_scale_error']:.1f} %)\n"
+            f"trajectory error (ATE RMSE): {scale['ate_se3_m']:.4f} m after SE(3) alignment, "
+            f"{scale['ate_sim3_m']:.4f} m after Sim(3)")
+
+
 def _screen(report: dict, out: Path, result: DemoResult, title: str) -> str:
     """The one-screen summary."""
     warning = ("\nNOTE: the default model is UNTRAINED (random weights): the pipeline and pictures are real, the "
@@ -189,9 +245,11 @@ def _screen(report: dict, out: Path, result: DemoResult, title: str) -> str:
             f"{warning}\nreconstructed by {result.method}\n"
             f"accuracy vs ground truth ({_scope(report)}; baseline: identity poses, constant depth):\n"
             + format_accuracy_table(report)
+            + f"\nmap: {report['map_units']}" + _scale_lines(report.get("metric_scale"))
             + f"\n{result.timing}; whole demo {report['seconds']['total']:.1f} s\n"
             f"outputs in {out}/:\n"
-            f"  recording/bag/            rosbag2: /cam0/image_raw, /cam0/camera_info; + recording/ground_truth.npz\n"
+            f"  recording/bag/            rosbag2: {', '.join(report['recording_topics'])}; "
+            f"+ recording/ground_truth.npz\n"
             f"  preview.png               estimated vs true cloud and camera trajectories\n"
             f"  reconstruction/points.ply {report['points']} points (MeshLab, CloudCompare)\n"
             f"  reconstruction/depth/     estimated depth PNG/NPY ({depth_frames}); "

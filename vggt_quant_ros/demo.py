@@ -1,9 +1,13 @@
 """``reconstruct-demo`` (``python -m vggt_quant_ros.demo``): ``vggt-quant demo`` with the reconstruction done
 by the ROS ``reconstruct`` node.
 
-The held-out scene is recorded as a rosbag2 file by the shared code of ``vggt_quant_core.demo``. Its image
-messages are then played as recorded (serialized CDR) over rclpy pub/sub into a ``ReconstructNode`` running in
-this process with the parameters of ``config/reconstruct.yaml``. What the node publishes is collected and
+The held-out scene is recorded as a rosbag2 file by the shared code of ``vggt_quant_core.demo``. The messages
+the node subscribes to are then played as recorded (serialized CDR) over rclpy pub/sub into a
+``ReconstructNode`` running in this process with the parameters of ``config/reconstruct.yaml``. With
+``--scale-source`` the recording holds what that source needs and the node is set up to use it
+(``SCALE_SOURCES``): ``stereo`` the second camera ``cam1`` and both CameraInfos (camera 1's projection gives
+the baseline), ``odometry`` the true camera positions on ``/odom``, ``depth`` the true depth registered to
+cam0; the map is then in metres and the summary scores its scale. What the node publishes is collected and
 converted back to what the shared scoring expects:
 
 * ``~/path`` (a pose per time step in the ``map`` frame, FLU axes) -> camera-from-map extrinsics (OpenCV);
@@ -13,10 +17,12 @@ converted back to what the shared scoring expects:
 
 The path's extrinsics are also written to ``reconstruction/cameras.json``.
 
-Pace: a message is published once the node has taken the previous one, and after a message that completes a
-window the player waits until the node has processed it and its outputs have arrived. No window is dropped,
-so what is scored does not depend on the machine's speed. The graph is private: an rclpy context of its own on
-a random domain id, with discovery limited to this process.
+Pace: messages go out in stamp order (at equal stamps the scale inputs before the images, so that the window
+an image completes finds them); an image, odometry or depth message is published once the node has taken the
+previous one (CameraInfo, state the node keeps rather than a stream, is not waited for), and after an image
+that completes a window the player waits until the node has processed it and its outputs have arrived. No
+window is dropped, so what is scored does not depend on the machine's speed. The graph is private: an rclpy
+context of its own on a random domain id, with discovery limited to this process.
 """
 
 import argparse
@@ -40,12 +46,14 @@ from nav_msgs.msg import Path as PathMessage
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from vggt_quant_core.cli.demo import add_demo_arguments
 from vggt_quant_core.cli.errors import run_reporting_errors
-from vggt_quant_core.data.bags import image_topic, serialized_messages
-from vggt_quant_core.demo import DemoResult, read_recording, run_demo
+from vggt_quant_core.data.bags import (ODOMETRY_TOPIC, camera_info_topic, depth_topic, image_topic,
+                                       serialized_messages)
+from vggt_quant_core.demo import CAMERAS, DemoResult, Recording, read_recording, run_demo
 from vggt_quant_core.export import write_depth, write_ply
 from vggt_quant_core.fileio import write_text_atomic
 from vggt_quant_core.geometry import quat_to_mat, unproject_depth_map_to_point_map
@@ -53,11 +61,15 @@ from vggt_quant_core.geometry import quat_to_mat, unproject_depth_map_to_point_m
 from . import conversions
 from .estimator import Estimator, estimator_from_model
 from .diagnostics import Stats
+from .metric_scale import SCALE_SOURCES
 from .parameters import ConfigurationError
 from .reconstruct_node import NODE_NAME, ReconstructNode
 
 PROG = "reconstruct-demo"
-CAMERA = "cam0"
+CAMERA = CAMERAS[0]
+# what each scale_source needs in the recording
+SCALE_RECORDINGS = {"none": Recording(), "stereo": Recording(cameras=2), "odometry": Recording(odometry=True),
+                    "depth": Recording(depth=True)}
 FRAME_TIMEOUT_S = 10.0     # for the node to take one message
 WINDOW_TIMEOUT_S = 600.0   # for one window (a large model on a slow CPU); ends at once if the node fails
 CAMERA_CONVENTION = ("extrinsic: camera-from-map [R|t] (OpenCV: x right, y down, z forward) of the node's ~/path; "
@@ -85,11 +97,32 @@ def read_params(path: Path) -> Dict[str, Any]:
     raise ValueError(f"{path}: no ros__parameters under '/**' or '{NODE_NAME}'")
 
 
+def scale_source(params: Dict[str, Any], args: argparse.Namespace) -> str:
+    """``--scale-source``, else the parameter file's ``scale_source``."""
+    source = args.scale_source or params.get("scale_source", "none")
+    if source not in SCALE_SOURCES:
+        raise ValueError(f"scale_source is {source!r}; expected one of {', '.join(SCALE_SOURCES)}")
+    return source
+
+
+def input_parameters(source: str, intrinsics_source: str) -> Dict[str, Any]:
+    """The node's inputs for ``source`` on the recording's topics (a launch file would remap them instead);
+    CameraInfo when the node uses it (camera 1's projection gives the stereo baseline)."""
+    cameras = list(CAMERAS[:SCALE_RECORDINGS[source].cameras])
+    infos = source == "stereo" or intrinsics_source == "camera_info"
+    inputs = {"scale_source": source, "image_topics": [image_topic(c) for c in cameras], "camera_names": cameras,
+              "camera_info_topics": [camera_info_topic(c) for c in cameras] if infos else []}
+    if source == "odometry":
+        return {**inputs, "odometry_topic": ODOMETRY_TOPIC, "odometry_frame": ""}
+    if source == "depth":
+        return {**inputs, "depth_topic": depth_topic(CAMERA), "depth_camera": 0}
+    return inputs
+
+
 def node_parameters(params: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
     """The parameter file's values, with what the demo must override."""
     return {**params,
-            # the recording's topic (a launch file would remap /camera/image_raw to it instead)
-            "image_topics": [image_topic(CAMERA)], "camera_names": [CAMERA],
+            **input_parameters(scale_source(params, args), params.get("intrinsics_source", "predicted")),
             # the model the demo loaded is handed to the node (not loaded twice); named here for diagnostics
             "checkpoint": str(args.checkpoint or ""), **({} if args.checkpoint else {"preset": args.preset}),
             "device": args.device, "precision": args.precision,
@@ -167,18 +200,45 @@ def _idle(stats: Stats) -> bool:
     return stats.windows_processed + stats.failed_windows + stats.dropped_windows == stats.windows_emitted
 
 
-def play(bag: Path, player: Node, node: ReconstructNode, outputs: NodeOutputs) -> List[Dict[str, Any]]:
-    """Publish the recorded image messages to the node at the pace of the module docstring. Returns, per
-    processed window, the index of the message that completed it and the node's stage timings (wall ms)."""
-    topic = image_topic(CAMERA)
-    messages = serialized_messages(bag, topic)
-    publisher = player.create_publisher(Image, topic, 10)
-    _wait(lambda: publisher.get_subscription_count() > 0, FRAME_TIMEOUT_S, node, "the node to subscribe")
+# per topic played: the message type and a count of the messages the node has taken (None: not counted)
+Streams = Dict[str, Tuple[type, Optional[Callable[[], int]]]]
+
+
+def _streams(values: Dict[str, Any], node: ReconstructNode) -> Streams:
+    """The topics the node subscribes to (``values``: its parameters), images last."""
+    scale = node.scale_inputs
+    streams: Streams = {topic: (CameraInfo, None) for topic in values["camera_info_topics"]}
+    if values["scale_source"] == "odometry":
+        streams[values["odometry_topic"]] = (Odometry, lambda: scale.received)
+    if values["scale_source"] == "depth":
+        streams[values["depth_topic"]] = (Image, lambda: scale.received)
+    for camera, topic in enumerate(values["image_topics"]):
+        streams[topic] = (Image, lambda camera=camera: node.stats().frames_received[camera])
+    return streams
+
+
+def play(bag: Path, values: Dict[str, Any], player: Node, node: ReconstructNode, outputs: NodeOutputs
+         ) -> List[Dict[str, Any]]:
+    """Publish the recorded messages of every topic the node subscribes to (``values``: its parameters) at the
+    pace of the module docstring. Returns, per processed window, the index of the image that completed it
+    (among camera 0's) and the node's stage timings (wall ms)."""
+    streams = _streams(values, node)
+    order = {topic: rank for rank, topic in enumerate(streams)}   # at equal stamps: scale inputs, then images
+    messages = sorted(serialized_messages(bag, list(streams)), key=lambda m: (m[0], order[m[1]]))
+    publishers = {topic: player.create_publisher(msg_type, topic, 10) for topic, (msg_type, _) in streams.items()}
+    for topic, publisher in publishers.items():
+        _wait(lambda: publisher.get_subscription_count() > 0, FRAME_TIMEOUT_S, node,
+              f"the node to subscribe to {topic}")
+    frames: Dict[int, int] = {}   # stamp -> frame index
     windows: List[Dict[str, Any]] = []
-    for index, (_, raw) in enumerate(messages):
-        taken = node.stats().frames_received[0]
-        publisher.publish(raw)
-        _wait(lambda: node.stats().frames_received[0] > taken, FRAME_TIMEOUT_S, node, f"the node to take frame {index}")
+    for stamp, topic, raw in messages:
+        index = frames.setdefault(stamp, len(frames))
+        taken = streams[topic][1]
+        before = taken() if taken else 0
+        publishers[topic].publish(raw)
+        if taken is None:
+            continue
+        _wait(lambda: taken() > before, FRAME_TIMEOUT_S, node, f"the node to take {topic} of frame {index}")
         _wait(lambda: _idle(node.stats()), WINDOW_TIMEOUT_S, node, f"the window ending at frame {index}")
         stats = node.stats()
         if stats.windows_processed > len(windows):
@@ -252,7 +312,7 @@ def reconstruct_with_node(bag: Path, args: argparse.Namespace, out: Path, loaded
             raise ValueError(f"reconstruct node ({params_file}): {exc}") from exc
         executor.add_node(node)
         ready = time.perf_counter()
-        windows = play(bag, player, node, outputs)
+        windows = play(bag, values, player, node, outputs)
         stats = node.stats()
     played = time.perf_counter()
     if not windows:
@@ -275,7 +335,8 @@ def reconstruct_with_node(bag: Path, args: argparse.Namespace, out: Path, loaded
                    "windows_processed": stats.windows_processed, "dropped_windows": stats.dropped_windows,
                    "failed_windows": stats.failed_windows, "map_points": stats.map_points,
                    "last_alignment_rmse": stats.alignment_rmse, "last_problem": stats.last_problem,
-                   "windows": windows}
+                   "scale": stats.scale, "windows": windows}
+    metric = stats.scale.get("scale_mode", "").startswith("metric")
     return DemoResult(
         frames=recording.images, posed=posed, extrinsics=extrinsics, with_depth=with_depth, depth=depth,
         points=points, cloud=xyz, cloud_rgb=cloud["rgb"],
@@ -287,7 +348,8 @@ def reconstruct_with_node(bag: Path, args: argparse.Namespace, out: Path, loaded
                f"{np.median(overhead):.0f} ms overhead (preprocessing, mapping, publishing)",
         seconds={"node_start": round(ready - started, 3), "play": round(played - ready, 3),
                  "inference": round(sum(inference) / 1000, 3), "overhead": round(sum(overhead) / 1000, 3)},
-        details={"node": node_report})
+        details={"node": node_report}, units=stats.scale["scale_mode"],
+        metric_source=values["scale_source"] if metric else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(parser, frames=16, frames_help="frames in the recording (default 16: three windows of 8 "
                                                       "keyframes every 4 with config/reconstruct.yaml)")
     parser.add_argument("--params-file", type=Path, help="the node's parameters (default: config/reconstruct.yaml)")
+    parser.add_argument("--scale-source", choices=SCALE_SOURCES,
+                        help="what puts the map in metres; the recording gains it: 'stereo' (a second camera, "
+                             "cam1, and its CameraInfo baseline), 'odometry' (/odom, the true camera positions), "
+                             "'depth' (/cam0/depth/image_raw, the true depth in mm); default: the parameter "
+                             "file's scale_source (none)")
     return parser
 
 
@@ -316,7 +383,7 @@ def main(argv: Optional[List[str]] = None, estimator: Optional[Estimator] = None
             args.preset = None if args.checkpoint else params.get("preset") or None
         reconstruct = functools.partial(reconstruct_with_node, params=params, params_file=params_file,
                                         estimator=estimator)
-        return run_demo(args, reconstruct, title=PROG)
+        return run_demo(args, reconstruct, title=PROG, recording=SCALE_RECORDINGS[scale_source(params, args)])
 
     return run_reporting_errors(PROG, args.verbose, body)
 

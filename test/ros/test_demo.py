@@ -59,6 +59,11 @@ def test_a_truthful_model_through_the_node_scores_perfectly(tmp_path, capsys):
     assert scores["abs_rel"] < 1e-4 and scores["delta<1.25"] == 1.0
     assert scores["accuracy"] < 1e-3 and scores["completeness"] < 1e-3 and scores["normal_consistency"] > 0.99
     assert summary["baseline_identity_poses_constant_depth"]["auc@30"] == 0
+    # no scale source: the map stays up to scale and nothing metric is claimed or scored
+    assert "map: up-to-scale (model units of the first window)\n" in screen and "scale error" not in screen
+    assert "metric_scale" not in summary and node["scale"]["scale_source"] == "none"
+    assert summary["recording_topics"] == ["/cam0/image_raw", "/cam0/camera_info"]
+    assert node["parameters"]["camera_info_topics"] == [] and node["parameters"]["scale_source"] == "none"
 
     # the files, against the ground truth directly: depth in map units (the first window's scale 0.7) ...
     cameras = json.loads((out / "reconstruction" / "cameras.json").read_text())["frames"]
@@ -71,6 +76,38 @@ def test_a_truthful_model_through_the_node_scores_perfectly(tmp_path, capsys):
     world = ((xyz.astype(np.float64) @ FLU_FROM_OPTICAL) / 0.7 - first[:, 3]) @ first[:, :3]
     assert len(xyz) == summary["points"] > 500
     assert np.percentile(surface_distance(truth.scene, world), 99) < 1e-3
+
+
+@pytest.mark.parametrize("source, cameras, topics", [
+    ("stereo", 2, ["/cam1/image_raw", "/cam1/camera_info"]), ("odometry", 1, ["/odom"]),
+    ("depth", 1, ["/cam0/depth/image_raw"])])
+def test_each_scale_source_puts_the_map_in_metres_with_a_truthful_model(tmp_path, capsys, source, cameras, topics):
+    """The double answers in a scale of its own per window (0.7, then 1.3 model units per metre): the recorded
+    stereo baseline, odometry or depth must bring both windows back to metres."""
+    frames = 12
+    truth = Rig.of(generate_sequence(SEED, frames, WIDTH, HEIGHT, trajectory="orbit", cameras=cameras))
+    double = Estimator(predict=GroundTruthModel(truth, scales=(0.7, 1.3)).predict, image_size=WIDTH,
+                       description="ground truth", backend="cpu fp32", bits=32)
+    out = tmp_path / "demo"
+    argv = ["--out", str(out), "--frames", str(frames), "--seed", str(SEED), "--scale-source", source, *FAST]
+    assert main(argv, estimator=double) == 0
+    screen = capsys.readouterr().out
+    assert f"map: metric (metres, from {source})\nscale error vs ground truth" in screen
+    summary = json.loads((out / "demo_summary.json").read_text())
+    assert summary["recording_topics"] == ["/cam0/image_raw", "/cam0/camera_info", *topics]
+    node = summary["node"]
+    assert (node["windows_processed"], node["dropped_windows"]) == (2, 0)
+    assert node["scale"]["scale_mode"] == f"metric (metres, from {source})"
+    assert (node["scale"]["scale_windows_used"], node["scale"]["scale_windows_rejected"]) == ("2", "0")
+    scale = summary["metric_scale"]
+    assert scale["source"] == source and scale["map_scale_error"] <= 0.02 and scale["trajectory_scale_error"] <= 0.02
+    assert scale["ate_se3_m"] < 0.01
+    # independently of the scoring: the node's cameras travel the true distances, in metres
+    cameras_json = json.loads((out / "reconstruction" / "cameras.json").read_text())["frames"]
+    centres = np.array([-np.array(c["extrinsic"])[:, :3].T @ np.array(c["extrinsic"])[:, 3] for c in cameras_json])
+    true_centres = np.stack([truth.centre(0, step) for step in range(frames)])
+    travelled, true_travel = (np.linalg.norm(c[1:] - c[0], axis=1) for c in (centres, true_centres))
+    assert true_travel.max() > 0.1 and np.abs(travelled - true_travel).max() <= 0.02 * true_travel.max()
 
 
 def test_a_real_model_through_the_node_writes_everything(tmp_path, capsys):

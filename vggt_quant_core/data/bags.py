@@ -167,8 +167,8 @@ def _odometry(types, time, camera: RenderedSequence, frame: int):
     qx, qy, qz, qw = mat_to_quat(torch.from_numpy(extrinsic[:, :3].T)).tolist()
     point, quaternion = types["geometry_msgs/msg/Point"], types["geometry_msgs/msg/Quaternion"]
     vector = types["geometry_msgs/msg/Vector3"]
-    pose = types["geometry_msgs/msg/Pose"](position=point(x=x, y=y, z=z), orientation=quaternion(x=qx, y=qy, z=qz,
-                                                                                                   w=qw))
+    pose = types["geometry_msgs/msg/Pose"](position=point(x=x, y=y, z=z),
+                                           orientation=quaternion(x=qx, y=qy, z=qz, w=qw))
     twist = types["geometry_msgs/msg/Twist"](linear=vector(x=0.0, y=0.0, z=0.0), angular=vector(x=0.0, y=0.0, z=0.0))
     return types[ODOMETRY_TYPE](
         header=types["std_msgs/msg/Header"](stamp=time, frame_id=ODOMETRY_FRAME),
@@ -233,19 +233,21 @@ def read_bag(path: os.PathLike) -> Dict[str, BagCamera]:
     return cameras
 
 
-def serialized_messages(path: os.PathLike, topic: str) -> List[Tuple[int, bytes]]:
-    """The messages of ``topic`` as recorded: (log time ns, CDR bytes) in log-time order, for playing a bag
-    into a ROS graph unchanged (rclpy publishers accept serialized messages)."""
+def serialized_messages(path: os.PathLike, topics: Sequence[str]) -> List[Tuple[int, str, bytes]]:
+    """The messages of ``topics`` as recorded: (log time ns, topic, CDR bytes) in log-time order, for playing
+    a bag into a ROS graph unchanged (rclpy publishers accept serialized messages); every topic must be in
+    the bag."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such bag")
     try:
         with AnyReader([path], default_typestore=_typestore()) as reader:
-            connections = [c for c in reader.connections if c.topic == topic]
-            if not connections:
+            connections = [c for c in reader.connections if c.topic in topics]
+            missing = sorted(set(topics) - {c.topic for c in connections})
+            if missing or not connections:
                 found = ", ".join(sorted({c.topic for c in reader.connections})) or "no topics"
-                raise ValueError(f"{path}: no {topic} topic (found {found})")
-            return [(stamp, bytes(raw)) for _, stamp, raw in reader.messages(connections=connections)]
+                raise ValueError(f"{path}: no {', '.join(missing or topics)} topic (found {found})")
+            return [(stamp, c.topic, bytes(raw)) for c, stamp, raw in reader.messages(connections=connections)]
     except ValueError:
         raise
     except Exception as exc:  # rosbags raises its own error classes for unreadable or foreign files
