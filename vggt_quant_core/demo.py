@@ -56,9 +56,10 @@ class Recording:
 
     @property
     def topics(self) -> List[str]:
-        return ([topic for camera in CAMERAS[:self.cameras] for topic in (image_topic(camera),
-                                                                          camera_info_topic(camera))]
-                + [ODOMETRY_TOPIC] * self.odometry + [depth_topic(CAMERAS[0])] * self.depth)
+        cameras = [topic for camera in CAMERAS[:self.cameras] for topic in (image_topic(camera),
+                                                                            camera_info_topic(camera))]
+        return (cameras + ([ODOMETRY_TOPIC] if self.odometry else [])
+                + ([depth_topic(CAMERAS[0])] if self.depth else []))
 
 
 @dataclass

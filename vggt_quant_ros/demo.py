@@ -61,7 +61,7 @@ from vggt_quant_core.geometry import quat_to_mat, unproject_depth_map_to_point_m
 from . import conversions
 from .estimator import Estimator, estimator_from_model
 from .diagnostics import Stats
-from .metric_scale import SCALE_SOURCES
+from .metric_scale import SCALE_SOURCES, scale_mode
 from .parameters import ConfigurationError
 from .reconstruct_node import NODE_NAME, ReconstructNode
 
@@ -336,7 +336,8 @@ def reconstruct_with_node(bag: Path, args: argparse.Namespace, out: Path, loaded
                    "failed_windows": stats.failed_windows, "map_points": stats.map_points,
                    "last_alignment_rmse": stats.alignment_rmse, "last_problem": stats.last_problem,
                    "scale": stats.scale, "windows": windows}
-    metric = stats.scale.get("scale_mode", "").startswith("metric")
+    units = stats.scale["scale_mode"]
+    metric = units == scale_mode(values["scale_source"], metric=True)["scale_mode"]
     return DemoResult(
         frames=recording.images, posed=posed, extrinsics=extrinsics, with_depth=with_depth, depth=depth,
         points=points, cloud=xyz, cloud_rgb=cloud["rgb"],
@@ -348,7 +349,7 @@ def reconstruct_with_node(bag: Path, args: argparse.Namespace, out: Path, loaded
                f"{np.median(overhead):.0f} ms overhead (preprocessing, mapping, publishing)",
         seconds={"node_start": round(ready - started, 3), "play": round(played - ready, 3),
                  "inference": round(sum(inference) / 1000, 3), "overhead": round(sum(overhead) / 1000, 3)},
-        details={"node": node_report}, units=stats.scale["scale_mode"],
+        details={"node": node_report}, units=units,
         metric_source=values["scale_source"] if metric else None)
 
 

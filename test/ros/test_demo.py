@@ -142,6 +142,7 @@ def test_a_real_model_through_the_node_writes_everything(tmp_path, capsys):
     (["--frames", "4"], {}, "--frames 4 is fewer than the node's window_size 8"),
     ([], {"preset": "no-such-model"}, "unknown preset 'no-such-model'"),
     ([], {"window_stride": 8}, "window_stride (8) must be smaller than window_size (8)"),
+    ([], {"scale_source": "sonar"}, "scale_source is 'sonar'; expected one of none, stereo, odometry, depth"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, capsys, argv, params, message):
     fast = FAST[2:] if "preset" in params else FAST   # the parameter file's model when no --preset is given
