@@ -32,6 +32,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from vggt_quant_core.data import generate_sequence
 from vggt_quant_core.data.scenes import SceneSequence
+from vggt_quant_core.data.trajectories import camera_centres
 from vggt_quant_core.eval.oracle import TrueGeometryModel
 from vggt_quant_core.eval.trajectory import absolute_trajectory_error, relative_pose_error
 from vggt_quant_core.fileio import write_text_atomic
@@ -74,7 +75,7 @@ def _messages(sequence: SceneSequence, source: str, step: int) -> List[tuple]:
     if source == "odometry":
         odom = Odometry()
         odom.header = conversions.header("odom", stamp)
-        centre = -cam0.extrinsics[step, :, :3].T.astype(np.float64) @ cam0.extrinsics[step, :, 3] + ODOM_ORIGIN
+        centre = camera_centres(cam0.extrinsics[step:step + 1].astype(np.float64))[0] + ODOM_ORIGIN
         odom.pose.pose.position.x, odom.pose.pose.position.y, odom.pose.pose.position.z = (float(v) for v in centre)
         out.append((2, odom))
     if source == "depth":
@@ -153,7 +154,7 @@ def play(sequence: SceneSequence, estimator: Estimator, source: str, window_size
     truth = np.repeat(np.eye(4)[None], len(steps), 0)
     extrinsics = sequence.cameras[0].extrinsics[steps].astype(np.float64)
     truth[:, :3, :3] = extrinsics[:, :, :3].transpose(0, 2, 1)
-    truth[:, :3, 3] = -np.einsum("sji,sj->si", extrinsics[:, :, :3], extrinsics[:, :, 3])
+    truth[:, :3, 3] = camera_centres(extrinsics)
     metric = stats.scale.get("scale_mode", "").startswith("metric")
     # the map's unit seen in its depth images (independent of the poses): published / true depth per window
     depth_ratio = [np.nanmedian(conversions.depth_from_image(msg) / sequence.cameras[0].depth[index_of[stamp]])

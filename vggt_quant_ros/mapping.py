@@ -17,6 +17,7 @@ from typing import Dict, Hashable, Sequence, Tuple
 import numpy as np
 import torch
 
+from vggt_quant_core.data.trajectories import camera_centres
 from vggt_quant_core.geometry import mat_to_quat, umeyama_sim3
 from vggt_quant_core.inference import Reconstruction, confidence_mask
 
@@ -215,7 +216,7 @@ class WindowMapper:
         scale, rotation, translation, keep = alignment.scale, alignment.rotation, alignment.translation, alignment.keep
         # camera-to-window = inverse of the camera-from-window extrinsics: R^T, centre -R^T t
         cam_rotation = recon.extrinsics[:, :3, :3].astype(np.float64).transpose(0, 2, 1)
-        centres = -(cam_rotation @ recon.extrinsics[:, :3, 3:].astype(np.float64))[..., 0]
+        centres = camera_centres(recon.extrinsics.astype(np.float64))
         quaternions = mat_to_quat(torch.from_numpy(rotation @ cam_rotation)).numpy()
         positions = scale * centres @ rotation.T + translation
 
@@ -268,6 +269,5 @@ class WindowMapper:
             raise AlignmentError(f"alignment gave a degenerate similarity (scale {scale})")
         residual = scale * source @ rotation.T + translation - target
         rmse = float(np.sqrt((weight * (residual ** 2).sum(1)).sum() / weight.sum()))
-        extrinsics = recon.extrinsics[shared].astype(np.float64)
-        pivot = -np.einsum("sji,sj->si", extrinsics[:, :, :3], extrinsics[:, :, 3]).mean(0)
+        pivot = camera_centres(recon.extrinsics[shared].astype(np.float64)).mean(0)
         return Alignment(scale, rotation, translation, keep, pivot, len(shared), rmse)

@@ -10,7 +10,8 @@ without jumps: a one-dimensional Kalman filter on the log of the scale, where ch
 
 Before its first sample the map is in the first window's model units; the first accepted sample puts
 the map in metres once (``ScaleDecision.rescale_map``); after that only new windows are corrected, by
-a fraction of the disagreement.
+a fraction of the disagreement. A lone sample outside the gate is dropped; samples that stay outside on
+one side mean the chain drifts faster than assumed, and the filter follows them in bounded steps.
 """
 
 import math
@@ -64,12 +65,6 @@ def robust_ratio(measured: np.ndarray, predicted: np.ndarray, source: str, min_s
         median = float(np.median(ratios))
         deviation = MAD_TO_SIGMA * float(np.median(np.abs(ratios - median)))
     return ScaleSample(metres_per_unit=median, spread=deviation / median, samples=len(ratios), source=source)
-
-
-def camera_centres(extrinsics: np.ndarray) -> np.ndarray:
-    """Centres [S, 3] of cameras with camera-from-world extrinsics [S, 3, 4] (-R^T t)."""
-    extrinsics = np.asarray(extrinsics, np.float64)
-    return -np.einsum("sji,sj->si", extrinsics[:, :, :3], extrinsics[:, :, 3])
 
 
 def stereo_scale(centres: np.ndarray, baseline_m: float) -> ScaleSample:
@@ -178,21 +173,24 @@ class ScaleDecision:
     scale: float               # map-from-window scale to place the window with
     rescale_map: float         # factor for what is already in the map (1.0: nothing to do)
     used: bool                 # the window's sample went into the estimate
-    problem: str               # why a sample was rejected ("" otherwise)
+    problem: str               # why a sample was rejected or clipped ("" otherwise)
 
 
 class ScaleFilter:
     """The map's scale from per-window samples and chaining (see the module docstring).
 
     ``drift_per_window``: relative standard deviation that chaining adds per window (VGGT's overlap
-    alignment is good to a few percent); ``gate``: samples further than this many standard deviations
-    from the prediction are outliers and only counted.
+    alignment is good to a few percent); ``gate``: a sample further than this many standard deviations
+    from the prediction is an outlier and only counted, unless the previous sample was outside on the same
+    side: then chaining drifts faster than ``drift_per_window`` says, and the filter follows with the
+    innovation clipped to the gate (bounded steps, never a lost lock).
     """
 
     def __init__(self, drift_per_window: float = 0.02, gate: float = 3.0, history: int = 20):
         self.drift_per_window, self.gate = drift_per_window, gate
         self.variance: Optional[float] = None      # of log(scale) of the map; None until metric
-        self.used = self.rejected = 0
+        self.used = self.rejected = self.clipped = 0
+        self._outside = 0                           # side of the gate the last sample fell on (0: inside)
         self.last_sample: Optional[ScaleSample] = None
         self.last_correction = 0.0                  # applied / chained - 1 of the last window
         self._ratios: Deque[float] = deque(maxlen=history)   # sample / chained of recent samples
@@ -230,15 +228,23 @@ class ScaleFilter:
         predicted = self.variance + self.drift_per_window ** 2
         innovation = math.log(sample.metres_per_unit / chained)
         total = predicted + sample.sigma ** 2
-        if abs(innovation) > self.gate * math.sqrt(total):
+        bound = self.gate * math.sqrt(total)
+        side = (innovation > bound) - (innovation < -bound)     # +1 / -1 outside the gate, 0 inside
+        persistent, self._outside = side != 0 and side == self._outside, side
+        problem = ""
+        if side and not persistent:   # a lone outlier: counted, not used
             self.variance, self.rejected = predicted, self.rejected + 1
-            gate = 100 * math.expm1(self.gate * math.sqrt(total))
             return self._decide(chained, chained, 1.0, False,
                                 f"{sample.source} scale disagrees with the map by {100 * math.expm1(innovation):+.1f} "
-                                f"% (gate {gate:.1f} %): kept the map's scale")
+                                f"% (gate {100 * math.expm1(bound):.1f} %): kept the map's scale")
+        if persistent:   # chaining drifts faster than expected: follow, by at most the gate per window
+            problem = (f"{sample.source} scale disagrees with the map by {100 * math.expm1(innovation):+.1f} % again: "
+                       f"following it by at most {100 * math.expm1(bound):.1f} % per window (raise scale_drift if "
+                       "this persists)")
+            innovation, self.clipped = side * bound, self.clipped + 1
         gain = predicted / total
         self.variance, self.used = (1 - gain) * predicted, self.used + 1
-        return self._decide(chained, chained * math.exp(gain * innovation), 1.0, True, "")
+        return self._decide(chained, chained * math.exp(gain * innovation), 1.0, True, problem)
 
     def _decide(self, chained: float, scale: float, rescale_map: float, used: bool, problem: str) -> ScaleDecision:
         self.last_correction = scale / (chained * rescale_map) - 1
@@ -252,5 +258,6 @@ class ScaleFilter:
                 "scale_spread": f"{sample.spread:.3g}" if sample else "",
                 "scale_samples": str(sample.samples) if sample else "0",
                 "scale_windows_used": str(self.used), "scale_windows_rejected": str(self.rejected),
+                "scale_windows_clipped": str(self.clipped),
                 "scale_sigma": f"{self.relative_sigma:.3g}", "scale_correction": f"{self.last_correction:+.4f}",
                 "scale_disagreement": f"{self.disagreement:.3g}"}

@@ -50,7 +50,7 @@ from .windowing import (ApproximateSync, Frame, FrameSet, KeyframeGate, LatestWi
                         StampOrder, thumbnail)
 
 NODE_NAME = "vggt"
-WARN_ONCE = ("scale-missing", "scale-rejected", "depth")   # problem kinds logged the first time only
+WARN_ONCE = ("scale-missing", "scale-rejected", "scale-clipped", "depth")   # problem kinds logged the first time only
 
 
 def _descriptor(param: Param) -> ParameterDescriptor:

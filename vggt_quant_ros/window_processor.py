@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 from vggt_quant_core.data import preprocess_image, preprocessed_intrinsics, stack_padded
+from vggt_quant_core.data.trajectories import camera_centres
 from vggt_quant_core.geometry import pose_encoding_to_extri_intri
 from vggt_quant_core.inference import predictions_to_reconstruction
 
 from .estimator import Estimator
 from .mapping import WORLD_ROTATIONS, Alignment, WindowMapper, WindowUpdate
-from .metric_scale import (NoScale, ScaleFilter, ScaleSample, camera_centres, depth_pairs, depth_scale, stereo_scale,
-                           travel_scale)
+from .metric_scale import NoScale, ScaleFilter, ScaleSample, depth_pairs, depth_scale, stereo_scale, travel_scale
 from .parameters import NodeSettings
 from .windowing import Frame, FrameSet, compose_window
 
@@ -174,7 +174,7 @@ class WindowProcessor:
             self._warn(None, "scale-missing", f"no {source} scale for a window: {exc}")
         decision = self.scale.update(alignment.scale, sample)
         if decision.problem:
-            self._warn(None, "scale-rejected", decision.problem)
+            self._warn(None, "scale-clipped" if decision.used else "scale-rejected", decision.problem)
         factor = decision.rescale_map
         if factor != 1.0:   # the map becomes metric: what is in it already follows, once
             self.mapper.rescale(factor)
@@ -188,7 +188,7 @@ class WindowProcessor:
                       recon, settings: NodeSettings) -> ScaleSample:
         """The window's metres per model unit from ``settings.scale_source``; raises ``NoScale``."""
         cameras = len(window[0].frames)
-        centres = camera_centres(recon.extrinsics).reshape(len(window), cameras, 3)
+        centres = camera_centres(recon.extrinsics.astype(np.float64)).reshape(len(window), cameras, 3)
         if settings.scale_source == "stereo":
             return stereo_scale(centres, self._sensors.baseline_m())
         if settings.scale_source == "odometry":

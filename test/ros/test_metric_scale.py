@@ -103,8 +103,17 @@ def test_filter_first_sample_makes_the_map_metric_then_corrects_drift_gently():
     outlier = scale.update(2.0, ScaleSample(4.0, 0.0, 10, "stereo"))
     assert not outlier.used and outlier.scale == 2.0 and "disagrees with the map by +100.0 %" in outlier.problem
     assert scale.rejected == 1 and scale.relative_sigma > before
+    # samples that stay outside the gate on one side: chaining drifts faster than assumed; followed, bounded
+    chained, steps, problems = 2.0, [], []
+    for window in range(40):
+        decision = scale.update(chained, ScaleSample(1.7, 0.0, 10, "stereo"))   # 15 % below, every window
+        steps.append(decision.scale / chained - 1)
+        problems.append(decision.problem)
+        chained = decision.scale
+    assert steps[0] == 0.0 and "kept the map's scale" in problems[0] and "following it by at most" in problems[1]
+    assert max(abs(x) for x in steps) < 0.1 and chained == pytest.approx(1.7, rel=0.01) and scale.clipped >= 1
     status = scale.status("stereo")
-    assert status["scale_mode"] == "metric (metres, from stereo)" and status["scale_windows_rejected"] == "1"
+    assert status["scale_mode"] == "metric (metres, from stereo)" and status["scale_windows_rejected"] == "2"
     assert ScaleFilter().status("odometry")["scale_mode"].endswith("waiting for a odometry sample")
 
 
