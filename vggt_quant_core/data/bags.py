@@ -199,9 +199,9 @@ class BagCamera:
 
 
 def read_bag(path: os.PathLike) -> Dict[str, BagCamera]:
-    """Every ``sensor_msgs/msg/Image`` topic of a rosbag2 (directory or ``.mcap``/``.db3`` file), keyed
-    by topic, with CameraInfo intrinsics from the sibling ``camera_info`` topic when it has one message
-    per image stamp."""
+    """Every ``sensor_msgs/msg/Image`` topic but depth images (``is_depth_image``) of a rosbag2 (directory or
+    ``.mcap``/``.db3`` file), keyed by topic, with CameraInfo intrinsics from the sibling ``camera_info``
+    topic when it has one message per image stamp."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such bag")
@@ -212,6 +212,8 @@ def read_bag(path: os.PathLike) -> Dict[str, BagCamera]:
             for connection, _, raw in reader.messages():
                 if connection.msgtype == IMAGE_TYPE:
                     msg = reader.deserialize(raw, connection.msgtype)
+                    if is_depth_image(connection.topic, msg):
+                        continue
                     images.setdefault(connection.topic, []).append((_stamp(msg), msg.header.frame_id,
                                                                     image_to_rgb(msg)))
                 elif connection.msgtype == CAMERA_INFO_TYPE:
@@ -254,6 +256,13 @@ def serialized_messages(path: os.PathLike, topics: Sequence[str]) -> List[Tuple[
         raise ValueError(f"{path}: cannot read as rosbag2 ({type(exc).__name__}: {exc})") from exc
 
 
+def is_depth_image(topic: str, msg) -> bool:
+    """A depth image rather than a camera to reconstruct: float depth (``32FC1``/``64FC1``), or 16-bit on a
+    topic named like one (``/camera/depth/image_raw``, ``/camera/aligned_depth_to_color/image_raw``)."""
+    encoding = getattr(msg, "encoding", "")
+    return encoding in ("32FC1", "64FC1") or (encoding in ("16UC1", "mono16") and "depth" in topic)
+
+
 def _stamp(msg) -> int:
     return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
@@ -279,9 +288,10 @@ class ImageStream:
 
 
 def image_streams(path: os.PathLike) -> Dict[str, ImageStream]:
-    """Every ``Image``/``CompressedImage`` topic of a bag (rosbag2 directory, ``.mcap``/``.db3`` file or ROS 1
-    ``.bag``), keyed by topic. Reads message times only; the first message of each topic is decoded so
-    that an unsupported encoding is reported now, not in the middle of a calibration."""
+    """Every ``Image``/``CompressedImage`` topic but depth images (``is_depth_image``) of a bag (rosbag2
+    directory, ``.mcap``/``.db3`` file or ROS 1 ``.bag``), keyed by topic. Reads message times only; the first
+    message of each topic is decoded so that an unsupported encoding is reported now, not in the middle of a
+    calibration."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such bag")
@@ -289,14 +299,18 @@ def image_streams(path: os.PathLike) -> Dict[str, ImageStream]:
         with AnyReader([path], default_typestore=_typestore()) as reader:
             connections = [c for c in reader.connections if c.msgtype in (IMAGE_TYPE, COMPRESSED_IMAGE_TYPE)]
             times: Dict[str, List[int]] = {c.topic: [] for c in connections}
-            checked = set()
+            checked, depth = set(), set()
             # (an empty connection list would mean "all topics" to rosbags)
             for connection, stamp, raw in reader.messages(connections=connections) if connections else ():
                 times[connection.topic].append(stamp)
                 if connection.topic not in checked:
                     checked.add(connection.topic)
+                    msg = reader.deserialize(raw, connection.msgtype)
+                    if is_depth_image(connection.topic, msg):
+                        depth.add(connection.topic)
+                        continue
                     try:
-                        _decode(connection.msgtype, reader.deserialize(raw, connection.msgtype))
+                        _decode(connection.msgtype, msg)
                     except ImageError as exc:
                         raise ValueError(f"{path}: topic {connection.topic}: {exc}") from exc
             kinds = {c.topic: c.msgtype for c in connections}
@@ -308,7 +322,7 @@ def image_streams(path: os.PathLike) -> Dict[str, ImageStream]:
     if message_count == 0:
         raise ValueError(f"{path}: the bag is empty")
     return {topic: ImageStream(path, topic, kinds[topic], np.sort(np.asarray(stamps, dtype=np.int64)))
-            for topic, stamps in times.items() if stamps}
+            for topic, stamps in times.items() if stamps and topic not in depth}
 
 
 class BagFrames:
