@@ -84,24 +84,33 @@ def _assert_metric(truth, out: Scaled, steps: int, source: str, tolerance: float
     return values
 
 
-def test_stereo_baseline_from_camera_info_gives_metres(graph):
-    truth = rig(10, WIDTH, HEIGHT, cameras=2)
-    baseline = float(np.linalg.norm(truth.centre(1, 0) - truth.centre(0, 0)))
+def _stereo_node(graph, truth):
+    """A stereo-scaled node on /l and /r, its outputs, and a publisher of the right camera's CameraInfo."""
     node = start_node(graph, _double(truth), **FAST, image_topics=["/l/image", "/r/image"],
                       camera_info_topics=["/l/info", "/r/info"], window_size=4, window_stride=2, sync_slop_s=0.01,
                       scale_source="stereo")
-    out = Scaled(graph)
     info = graph.probe.create_publisher(CameraInfo, "/r/info", 10)
     wait_for(lambda: info.get_subscription_count() > 0, 10, "the node to subscribe to CameraInfo")
+    return node, Scaled(graph), info
+
+
+def _feed_stereo(graph, node, truth, steps):
+    feed = Feeder(graph, node, ["/l/image", "/r/image"])
+    for step in range(steps):
+        feed.send_all([rgb_image(truth.images[0, step], T0 + step * DT, "l_optical"),
+                       rgb_image(truth.images[1, step], T0 + step * DT + 1_000_000, "r_optical")])
+
+
+def test_stereo_baseline_from_camera_info_gives_metres(graph):
+    truth = rig(10, WIDTH, HEIGHT, cameras=2)
+    baseline = float(np.linalg.norm(truth.centre(1, 0) - truth.centre(0, 0)))
+    node, out, info = _stereo_node(graph, truth)
     right = CameraInfo(width=WIDTH, height=HEIGHT, k=truth.intrinsics.flatten().tolist())
     right.p = [truth.intrinsics[0, 0], 0.0, truth.intrinsics[0, 2], -truth.intrinsics[0, 0] * baseline,
                0.0, truth.intrinsics[1, 1], truth.intrinsics[1, 2], 0.0, 0.0, 0.0, 1.0, 0.0]
     info.publish(right)
     wait_for(lambda: node.scale_inputs.sensors.baseline_m() > 0, 10, "the baseline from CameraInfo")
-    feed = Feeder(graph, node, ["/l/image", "/r/image"])
-    for step in range(10):
-        feed.send_all([rgb_image(truth.images[0, step], T0 + step * DT, "l_optical"),
-                       rgb_image(truth.images[1, step], T0 + step * DT + 1_000_000, "r_optical")])
+    _feed_stereo(graph, node, truth, 10)
     out.wait_for_windows(4)
     values = _assert_metric(truth, out, 10, "stereo", tolerance=1e-3)
     assert float(values["scale_m_per_unit"]) == pytest.approx(1 / SCALES[3], rel=1e-4)   # the 4th window's units
@@ -166,17 +175,9 @@ def test_registered_depth_in_millimetres_gives_metres_and_bad_depth_is_named(gra
 
 def test_degenerate_stereo_baseline_is_named_and_the_map_stays_in_model_units(graph):
     truth = rig(10, WIDTH, HEIGHT, cameras=2)
-    node = start_node(graph, _double(truth), **FAST, image_topics=["/l/image", "/r/image"],
-                      camera_info_topics=["/l/info", "/r/info"], window_size=4, window_stride=2, sync_slop_s=0.01,
-                      scale_source="stereo")
-    out = Scaled(graph)
-    info = graph.probe.create_publisher(CameraInfo, "/r/info", 10)
-    wait_for(lambda: info.get_subscription_count() > 0, 10, "the node to subscribe to CameraInfo")
+    node, out, info = _stereo_node(graph, truth)
     info.publish(CameraInfo(width=WIDTH, height=HEIGHT, k=truth.intrinsics.flatten().tolist()))   # Tx = 0
-    feed = Feeder(graph, node, ["/l/image", "/r/image"])
-    for step in range(6):
-        feed.send_all([rgb_image(truth.images[0, step], T0 + step * DT, "l_optical"),
-                       rgb_image(truth.images[1, step], T0 + step * DT + 1_000_000, "r_optical")])
+    _feed_stereo(graph, node, truth, 6)
     out.wait_for_windows(2)
     values = out.diagnostic()
     assert values["scale_mode"].startswith("up-to-scale") and "stereo baseline is 0.0 m" in values["last_problem"]
