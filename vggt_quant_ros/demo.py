@@ -42,11 +42,10 @@ import numpy as np
 import rclpy
 import torch
 import yaml
-from nav_msgs.msg import Path as PathMessage
+from nav_msgs.msg import Odometry, Path as PathMessage
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from nav_msgs.msg import Odometry
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from vggt_quant_core.cli.demo import add_demo_arguments
