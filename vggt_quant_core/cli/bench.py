@@ -63,7 +63,12 @@ def add_speed_parser(kinds) -> None:
     speed.add_argument("--image", default="518x518",
                        help="HxW giving the tokens per frame of the Linear shapes (518x518: 1374, 392x518: 1041)")
     speed.add_argument("--model-frames", type=int, default=4, help="frames for the whole-model part (default 4)")
-    speed.add_argument("--model-size", type=int, help="square image side for the model part (default: the model's)")
+    speed.add_argument("--model-image", help="HxW images of the model part, e.g. 392x518 (default: the model's "
+                                             "square size)")
+    speed.add_argument("--float-parts", default="auto",
+                       help="comma-separated autocast(s) the float parts of each quantized model (DINO, attention, "
+                            "norms, heads' inputs) run under in the model part: fp32, bf16; auto = bf16 where the "
+                            "CPU has AMX-BF16, else fp32")
     speed.add_argument("--random-weights", action="store_true",
                        help="build the preset with random weights (timing does not depend on them; e.g. vggt-1b "
                             "without its weights file)")
@@ -92,13 +97,11 @@ def run_speed_command(args: argparse.Namespace) -> int:
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts <= {"linears", "aggregator", "model", "checkpoint"}:
         raise ValueError(f"--parts takes linears, aggregator, model, checkpoint; got {args.parts!r}")
-    try:
-        height, width = (int(v) for v in args.image.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--image must look like 518x518, got {args.image!r}") from None
+    height, width = _parse_image("--image", args.image)
     if min(args.frames, args.model_frames, args.repeats) < 1:
         raise ValueError("--frames, --model-frames and --repeats must be >= 1")
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    float_dtypes = speed_bench.float_part_dtypes(args.float_parts)
     if args.no_compile:
         set_compile(False)
     if args.threads:
@@ -115,14 +118,17 @@ def run_speed_command(args: argparse.Namespace) -> int:
         if args.random_weights:
             preset = get_preset(args.model)
             torch.manual_seed(0)
-            model, size = VGGT(preset.config).eval(), preset.image_size
+            heads = () if "model" in parts else preset.config.enabled_heads  # the aggregator part needs none
+            model, size = VGGT(preset.config.without_heads(*heads)).eval(), preset.image_size
             description = f"preset {preset.name} with random weights"
         else:
             model, size, description = load_model_spec(args.model, torch.device("cpu"))
         if quant_record(model) is not None:
             raise ValueError(f"{args.model} is already quantized; give the float model")
-        report["model"] = speed_bench.bench_model(model, description, args.model_frames, args.model_size or size,
-                                                  quant_configs, backends, args.repeats, model_parts)
+        image = _parse_image("--model-image", args.model_image) if args.model_image else (size, size)
+        report["model"] = speed_bench.bench_model(model, description, args.model_frames, image, quant_configs,
+                                                  backends, args.repeats, model_parts,
+                                                  float_dtypes)
     if "checkpoint" in parts:
         report["vggt_1b_checkpoint"] = speed_bench.vggt_1b_checkpoint_sizes()
     text = json.dumps(report, indent=1)
@@ -131,6 +137,14 @@ def run_speed_command(args: argparse.Namespace) -> int:
         log.info("wrote %s", args.json)
     print(speed_bench.format_speed_table(report))
     return 0
+
+
+def _parse_image(option: str, text: str):
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"{option} must look like 518x518, got {text!r}") from None
+    return height, width
 
 
 def run_fidelity_command(args: argparse.Namespace) -> int:
