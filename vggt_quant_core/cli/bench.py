@@ -66,9 +66,9 @@ def add_speed_parser(kinds) -> None:
     speed.add_argument("--model-image", help="HxW images of the model part, e.g. 392x518 (default: the model's "
                                              "square size)")
     speed.add_argument("--float-parts", default="auto",
-                       help="comma-separated autocast(s) the float parts of each quantized model (DINO, attention, "
-                            "norms, heads' inputs) run under in the model part: fp32, bf16; auto = bf16 where the "
-                            "CPU has AMX-BF16, else fp32")
+                       help="comma-separated autocast(s) each quantized config runs under: its float parts (DINO, "
+                            "attention, norms) in the model part, its output dtype (and proj/fc2 input dtype) in the "
+                            "linears part: fp32, bf16; auto = bf16 where the CPU has AMX-BF16, else fp32")
     speed.add_argument("--random-weights", action="store_true",
                        help="build the preset with random weights (timing does not depend on them; e.g. vggt-1b "
                             "without its weights file)")
@@ -111,7 +111,7 @@ def run_speed_command(args: argparse.Namespace) -> int:
               "compile": not args.no_compile, "backends": backends}
     if "linears" in parts:
         report["linears"] = speed_bench.bench_linears(VGGTConfig(), args.frames, height, width, quant_configs,
-                                                      backends, args.repeats)
+                                                      backends, args.repeats, float_dtypes)
         report["linears"]["shapes_of"] = "VGGT-1B"
     model_parts = [p for p in ("aggregator", "model") if p in parts]
     if model_parts:

@@ -37,7 +37,9 @@ from .time_breakdown import GEMM_OPS, SDPA_OPS, time_breakdown
 log = logging.getLogger(__name__)
 
 LINEAR_KINDS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
-_SCALE_FUSED_INTO_NORM = ("attn.qkv", "mlp.fc1")  # preceded by norm1/norm2: a leading smoothing is folded
+# Preceded by norm1/norm2: a leading smoothing is folded into the norm, and under autocast their input is the
+# float32 LayerNorm output of the float32 residual stream (proj's and fc2's come from a bf16 GEMM or GELU).
+_AFTER_NORM = ("attn.qkv", "mlp.fc1")
 
 
 def tokens_per_frame(config: VGGTConfig, height: int, width: int) -> int:
@@ -79,7 +81,7 @@ def _quantized_linear(linear: nn.Linear, kind: str, method: str, bits: Tuple[int
     does not depend on their values; folded into the LayerNorm where ``quantize`` folds them)."""
     config = QuantConfig(method=method, w_bits=bits[0], a_bits=bits[1])
     return quantize_linear(linear, config, index, smoothing=torch.rand(linear.in_features) + 0.5,
-                           smoothing_in_norm=kind in _SCALE_FUSED_INTO_NORM)
+                           smoothing_in_norm=kind in _AFTER_NORM)
 
 
 def _tensor_bytes(tensors) -> int:
@@ -87,7 +89,9 @@ def _tensor_bytes(tensors) -> int:
 
 
 def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quant_configs, backends: Sequence[str],
-                  repeats: int) -> dict:
+                  repeats: int, float_dtypes: Sequence[torch.dtype] = (torch.float32,)) -> dict:
+    """Each shape in fp32, bf16 and every quantized config x backend; a quantized layer under bf16 autocast
+    (``float_dtypes``) gets the input dtype it gets in the model (``_AFTER_NORM``) and returns bf16."""
     tokens = tokens_per_frame(config, height, width)
     rows = frames * tokens
     shapes = linear_shapes(config)
@@ -116,9 +120,11 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
             for backend in backends:
                 layer = _quantized_linear(linear, kind, method, bits, index)
                 layer.backend = backend
-                label = quant_label(method, bits, backend)
-                layers[label] = layer
-                variants[label] = lambda layer=layer: layer(x)
+                for dtype in float_dtypes:
+                    label = quantized_variant_label(quant_label(method, bits, backend), dtype)
+                    layers[label] = layer
+                    x_in = x if dtype == torch.float32 or kind in _AFTER_NORM else x.to(dtype)
+                    variants[label] = _under_autocast(lambda layer=layer, x_in=x_in: layer(x_in), dtype)
         with torch.inference_mode():
             medians, minima = interleaved_times(variants, repeats)
             kernels = {name: onednn_primitives(run) for name, run in variants.items()}

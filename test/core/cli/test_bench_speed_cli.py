@@ -23,7 +23,7 @@ def _run(tmp_path, *args):
 
 def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_amx):
     report = _run(tmp_path, "--parts", "linears", "--frames", "1", "--image", "28x28", "--methods", "rtn,quarot",
-                  "--bits", "w8a8,w4a4", "--backend", "auto,reference")
+                  "--bits", "w8a8,w4a4", "--backend", "auto,reference", "--float-parts", "fp32")
     linears = report["linears"]
     assert linears["tokens_per_frame"] == 1 + 4 + 2 * 2 and linears["M"] == 9
     qkv = linears["per_shape"]["attn.qkv"]
@@ -45,12 +45,13 @@ def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_am
 @pytest.mark.skipif(amx_int8_missing() is not None, reason=str(amx_int8_missing()))
 def test_amx_cpus_run_the_amx_backend_and_report_its_kernel_and_bf16_ratios(tmp_path, capsys):
     report = _run(tmp_path, "--parts", "linears", "--frames", "1", "--image", "28x28", "--methods", "rtn",
-                  "--bits", "w8a8,w4a4")
+                  "--bits", "w8a8,w4a4", "--float-parts", "fp32,bf16")
     fc1 = report["linears"]["per_shape"]["mlp.fc1"]
-    assert fc1["backends"] == {"rtn-w8a8": "cpu-amx-int8", "rtn-w4a4": "cpu-amx-int8"}
+    quantized = ("rtn-w8a8", "rtn-w4a4", "rtn-w8a8 + bf16 autocast", "rtn-w4a4 + bf16 autocast")
+    assert fc1["backends"] == {name: "cpu-amx-int8" for name in quantized}
     kernels = fc1["onednn_kernels"]
     assert kernels["fp32"] == [] and kernels["int8 GEMM only"] == ["gemm_api"]  # MKL; oneDNN's VNNI gemm
-    for name in ("bf16", "int8 AMX GEMM only", "rtn-w8a8", "rtn-w4a4"):
+    for name in ("bf16", "int8 AMX GEMM only", *quantized):
         assert len(kernels[name]) == 1 and "_amx" in kernels[name][0], name
     assert fc1["speedup_vs_bf16"]["bf16"] == 1.0 and "rtn-w8a8" in fc1["speedup_vs_bf16"]
     assert report["linears"]["aggregator_linears"]["speedup_vs_bf16"]["bf16"] == 1.0
