@@ -10,7 +10,7 @@ import torch
 from ..eval import speed_bench
 from ..eval.fidelity_bench import format_table, run_fidelity
 from ..fileio import write_text_atomic
-from ..inference import resolve_device
+from ..inference import PRECISIONS, resolve_device
 from ..kernels.allocator import tune_glibc_malloc
 from ..kernels import set_compile
 from ..model import VGGT, VGGTConfig
@@ -42,6 +42,8 @@ def add_parser(commands) -> None:
     fidelity.add_argument("--windows", type=int, default=2, help="evaluation windows (rendered scenes)")
     fidelity.add_argument("--calibration-windows", type=int, default=2,
                           help="windows for activation statistics (smoothing)")
+    fidelity.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                          help="autocast of the quantized models (the FP model compared with runs in fp32)")
     fidelity.add_argument("--device", default="auto")
     fidelity.add_argument("--json", type=Path, help="write the report here")
     fidelity.set_defaults(run=run_fidelity_command)
@@ -163,7 +165,7 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
     log.info("fidelity: %s, %d methods x %d bit-widths, %d windows of %d frames", description, len(methods),
              len(bit_pairs), args.windows, args.frames)
     report = run_fidelity(model, methods, bit_pairs, args.frames, args.windows, args.calibration_windows, width,
-                          number_formats)
+                          number_formats, PRECISIONS[args.precision])
     report["model"] = description
     text = json.dumps(report, indent=1)
     if args.json:
