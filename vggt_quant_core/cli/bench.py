@@ -79,6 +79,9 @@ def add_speed_parser(kinds) -> None:
     speed.add_argument("--backend", default="auto",
                        help="comma-separated QuantLinear backends to time each config with (auto, reference, "
                             "or a registered name)")
+    speed.add_argument("--fused-residual", default="on", choices=("on", "off", "both"),
+                       help="model part: fuse attn.proj/mlp.fc2's dequant epilogue with LayerScale + residual add "
+                            "(quant.fuse_residual_epilogues); both: time each quantized config with and without")
     speed.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median reported)")
     speed.add_argument("--threads", type=int, help="torch threads (default: torch's, here the core count)")
     speed.add_argument("--parts", default="linears,aggregator,model",
@@ -130,7 +133,8 @@ def run_speed_command(args: argparse.Namespace) -> int:
         image = _parse_image("--model-image", args.model_image) if args.model_image else (size, size)
         report["model"] = speed_bench.bench_model(model, description, args.model_frames, image, quant_configs,
                                                   backends, args.repeats, model_parts,
-                                                  float_dtypes)
+                                                  float_dtypes, {"on": (True,), "off": (False,),
+                                                                 "both": (False, True)}[args.fused_residual])
     if "checkpoint" in parts:
         report["vggt_1b_checkpoint"] = speed_bench.vggt_1b_checkpoint_sizes()
     text = json.dumps(report, indent=1)

@@ -31,7 +31,8 @@ from ..kernels import quantize_rows
 from ..kernels.onednn_int8 import amx_int8_missing, cpu_flags
 from ..kernels.onednn_verbose import onednn_primitives, onednn_primitives_per_module
 from ..model import VGGT, VGGTConfig
-from ..quant import QuantConfig, QuantLinear, quantize, quantize_linear, quantized_layers, size_report
+from ..quant import (QuantConfig, QuantLinear, fuse_residual_epilogues, quantize, quantize_linear, quantized_layers,
+                     size_report)
 from .time_breakdown import GEMM_OPS, SDPA_OPS, time_breakdown
 
 log = logging.getLogger(__name__)
@@ -234,7 +235,9 @@ def part_breakdown(net: VGGT, part: str, run: Callable[[], object]) -> dict:
     """Seconds of one profiled ``run()`` by part: the DINO patch embedding (all of it), attention cores
     (SDPA) outside DINO, the aggregator's Linears split into GEMM and overhead (the quantize/dequantize
     passes and transforms of quantized layers, autocast weight casts of float ones), the heads, and the
-    rest (norms, RoPE, LayerScale, residuals, token layout); plus which kernel the SDPA calls ran."""
+    rest (norms, RoPE, LayerScale, residuals, token layout, and the epilogues of proj/fc2 where they are fused
+    with LayerScale + residual: those run at the residual add, outside the Linears); plus which kernel the
+    SDPA calls ran."""
     found = time_breakdown(run, _breakdown_regions(net, part), {"sdpa": SDPA_OPS, "gemm": GEMM_OPS})
     regions, ops = found["regions"], found["ops"]
     sdpa = sum(s for where, s in ops["sdpa"].items() if where != "dino")
@@ -248,9 +251,12 @@ def part_breakdown(net: VGGT, part: str, run: Callable[[], object]) -> dict:
 
 def bench_model(model: VGGT, description: str, frames: int, image: Tuple[int, int], quant_configs,
                 backends: Sequence[str], repeats: int, parts: Sequence[str] = ("aggregator", "model"),
-                float_dtypes: Sequence[torch.dtype] = (torch.float32,)) -> dict:
+                float_dtypes: Sequence[torch.dtype] = (torch.float32,), fused_residual: Sequence[bool] = (True,)
+                ) -> dict:
     """Whole-model and/or aggregator-only forwards (``parts``) of ``model`` in fp32 and bf16 autocast and of
-    its quantized copies, each of those with its float parts under every autocast of ``float_dtypes``.
+    its quantized copies, each of those with its float parts under every autocast of ``float_dtypes``, and
+    with the epilogues of attn.proj/mlp.fc2 fused with LayerScale + residual or not (``fused_residual``:
+    ``quant.fuse_residual_epilogues``; labelled "+ fused residual").
 
     After the timed rounds each variant runs once more, instrumented: its peak memory, which kernel each
     Linear ran (oneDNN verbose) and where the time went (``part_breakdown``, torch.profiler)."""
@@ -258,7 +264,7 @@ def bench_model(model: VGGT, description: str, frames: int, image: Tuple[int, in
     torch.manual_seed(0)
     images = torch.rand(frames, 3, height, width)
     calibration = [torch.rand(frames, 3, height, width)]
-    models = {"fp32": (model, torch.float32), "bf16 autocast": (model, torch.bfloat16)}
+    models = {"fp32": (model, torch.float32, False), "bf16 autocast": (model, torch.bfloat16, False)}
     for method, bits in quant_configs:
         config = QuantConfig(method=method, w_bits=bits[0], a_bits=bits[1])
         quantized = quantize(copy.deepcopy(model), config, calibration_images=calibration,
@@ -268,12 +274,15 @@ def bench_model(model: VGGT, description: str, frames: int, image: Tuple[int, in
             for layer in quantized_layers(net).values():
                 layer.backend = backend
             for dtype in float_dtypes:
-                models[quantized_variant_label(quant_label(method, bits, backend), dtype)] = (net, dtype)
+                for fused in fused_residual:
+                    label = quantized_variant_label(quant_label(method, bits, backend), dtype)
+                    models[label + (" + fused residual" if fused else "")] = (net, dtype, fused)
 
     results = {}
     entries = {"aggregator": lambda net: lambda: net.aggregator(images[None]), "model": lambda net: lambda: net(images)}
     for part in parts:
-        variants = {name: _under_autocast(entries[part](net), dtype) for name, (net, dtype) in models.items()}
+        variants = {name: _with_residual_fusion(net, fused, _under_autocast(entries[part](net), dtype))
+                    for name, (net, dtype, fused) in models.items()}
         log.info("model part: %s", part)
         with torch.inference_mode():
             medians, minima = interleaved_times(variants, repeats)
@@ -285,7 +294,7 @@ def bench_model(model: VGGT, description: str, frames: int, image: Tuple[int, in
                          **{key: {n: found[key] for n, found in instrumented.items()}
                             for key in ("peak_rss_bytes_above_start", "linear_kernels", "breakdown")}}
     weights = {"fp32": _tensor_bytes(model.state_dict().values())}
-    for name, (net, _) in models.items():
+    for name, (net, *_) in models.items():
         if net is not model:
             report = size_report(net)
             weights[name] = {k: report[k] for k in ("quantized_layers_bytes", "quantized_layers_fp16_bytes",
@@ -303,6 +312,13 @@ def _instrumented(net: VGGT, part: str, run: Callable[[], object]) -> dict:
                                                                               part_breakdown(net, part, run)))
     found["peak_rss_bytes_above_start"] = peak_rss_delta(traced)
     return found
+
+
+def _with_residual_fusion(net: nn.Module, fused: bool, call: Callable[[], object]) -> Callable[[], object]:
+    def run():
+        fuse_residual_epilogues(net, fused)  # variants may share a quantized model
+        return call()
+    return run
 
 
 def _under_autocast(call: Callable[[], object], dtype: torch.dtype) -> Callable[[], object]:

@@ -105,6 +105,16 @@ def dequantize_output(acc: torch.Tensor, a_scale: Optional[torch.Tensor], w_scal
     return y.to(out_dtype)
 
 
+def dequantize_output_residual(acc: torch.Tensor, a_scale: Optional[torch.Tensor], w_scale: Optional[torch.Tensor],
+                               bias: Optional[torch.Tensor], out_dtype: torch.dtype, scale: Optional[torch.Tensor],
+                               residual: torch.Tensor) -> torch.Tensor:
+    """``residual + scale [N] * dequantize_output(...)`` (scale None: ``residual + dequantize_output(...)``):
+    a scaled residual add as part of the epilogue, with the separate ops' rounding to ``out_dtype`` and
+    dtype promotion; compiled, one pass over the accumulator and the residual."""
+    y = dequantize_output(acc, a_scale, w_scale, bias, out_dtype)
+    return residual + (y if scale is None else y * scale)
+
+
 def quantize_rows(x: torch.Tensor, in_features: int, qmax: int, clip: torch.Tensor,
                   divisor: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
     """``quantize_per_token`` (fused) of x [..., K] viewed as [M, K]: what every integer backend does first."""
@@ -114,3 +124,4 @@ def quantize_rows(x: torch.Tensor, in_features: int, qmax: int, clip: torch.Tens
 fused_quantize_per_token = MaybeCompiled(quantize_per_token)
 fused_quantize_per_token_e4m3 = MaybeCompiled(quantize_per_token_e4m3)
 fused_dequantize_output = MaybeCompiled(dequantize_output)
+fused_dequantize_output_residual = MaybeCompiled(dequantize_output_residual)

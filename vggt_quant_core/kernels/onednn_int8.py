@@ -29,7 +29,8 @@ from typing import Optional
 
 import torch
 
-from .elementwise import fused_dequantize_output, quantize_rows
+from .deferred import PendingEpilogue
+from .elementwise import quantize_rows
 from .int_mm import weight_codes_int8
 from .registry import Capability, LinearBackend, LinearSpec, QuantizedWeights, register_backend, symmetric_int_spec
 
@@ -125,16 +126,14 @@ class OneDnnInt8Backend(LinearBackend):
         return torch.ops.onednn.qlinear_pointwise(codes, 1.0, 0, state.packed_weight, state.w_scale, state.w_zero,
                                                   None, 1.0, 0, dtype, "none", [], "")
 
-    def forward(self, state: OneDnnInt8State, x: torch.Tensor, out_dtype: torch.dtype,
-                divisor: Optional[torch.Tensor] = None) -> torch.Tensor:
-        lead = x.shape[:-1]
+    def gemm(self, state: OneDnnInt8State, x: torch.Tensor, out_dtype: torch.dtype,
+             divisor: Optional[torch.Tensor] = None) -> PendingEpilogue:
         codes, a_scale = quantize_rows(x, state.in_features, state.a_qmax, state.act_clip, divisor)
         # For a bfloat16 output the GEMM writes bfloat16 (one more rounding before the token scale and bias,
         # at most half a bf16 ulp): it stores, and the epilogue reads, half the bytes of float32.
         gemm_dtype = torch.bfloat16 if out_dtype == torch.bfloat16 else torch.float32
-        acc = self.weight_scaled_accumulate(state, codes, gemm_dtype)
-        y = fused_dequantize_output(acc, a_scale, None, state.bias, out_dtype)
-        return y.reshape(*lead, state.out_features)
+        return PendingEpilogue(self.weight_scaled_accumulate(state, codes, gemm_dtype), a_scale, None, state.bias,
+                               out_dtype, (*x.shape[:-1], state.out_features))
 
 
 CPU_AMX_INT8 = register_backend(OneDnnInt8Backend())

@@ -45,7 +45,7 @@ def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_am
 @pytest.mark.skipif(amx_int8_missing() is not None, reason=str(amx_int8_missing()))
 def test_amx_cpus_run_the_amx_backend_and_report_its_kernel_and_bf16_ratios(tmp_path, capsys):
     report = _run(tmp_path, "--parts", "linears", "--frames", "1", "--image", "28x28", "--methods", "rtn",
-                  "--bits", "w8a8,w4a4", "--float-parts", "fp32,bf16")
+                  "--bits", "w8a8,w4a4", "--float-parts", "fp32,bf16", "--fused-residual", "both")
     fc1 = report["linears"]["per_shape"]["mlp.fc1"]
     quantized = ("rtn-w8a8", "rtn-w4a4", "rtn-w8a8 + bf16 autocast", "rtn-w4a4 + bf16 autocast")
     assert fc1["backends"] == {name: "cpu-amx-int8" for name in quantized}
@@ -60,15 +60,18 @@ def test_amx_cpus_run_the_amx_backend_and_report_its_kernel_and_bf16_ratios(tmp_
 
 def test_aggregator_and_model_parts(tmp_path):
     report = _run(tmp_path, "--parts", "aggregator,model", "--model", "vggt-tiny-random", "--model-frames", "2",
-                  "--model-image", "28x42", "--methods", "rtn", "--bits", "w8a8", "--float-parts", "fp32,bf16")
+                  "--model-image", "28x42", "--methods", "rtn", "--bits", "w8a8", "--float-parts", "fp32,bf16",
+                  "--fused-residual", "both")
     for part in ("aggregator", "model"):
         row = report["model"][part]
-        variants = {"fp32", "bf16 autocast", "rtn-w8a8", "rtn-w8a8 + bf16 autocast"}
+        quantized = {"rtn-w8a8", "rtn-w8a8 + bf16 autocast"}
+        quantized |= {name + " + fused residual" for name in quantized}
+        variants = {"fp32", "bf16 autocast", *quantized}
         assert set(row["seconds"]) == set(row["peak_rss_bytes_above_start"]) == set(row["breakdown"]) == variants
         assert row["speedup_vs_bf16"]["bf16 autocast"] == 1.0
-        for name in ("rtn-w8a8", "rtn-w8a8 + bf16 autocast"):
-            quantized = row["linear_kernels"][name]  # every quantized Linear ran a real backend
-            assert sum(c for k, c in quantized.items() if k.startswith(("cpu-int8", "cpu-amx-int8"))) == 2 * 4 * 4
+        for name in quantized:
+            kernels = row["linear_kernels"][name]  # every quantized Linear ran a real backend
+            assert sum(c for k, c in kernels.items() if k.startswith(("cpu-int8", "cpu-amx-int8"))) == 2 * 4 * 4
         for name, found in row["breakdown"].items():
             seconds = found["seconds"]
             assert all(v > 0 for k, v in seconds.items() if k != "heads" and k != "other"), (name, seconds)
