@@ -44,6 +44,8 @@ def add_parser(commands) -> None:
                           help="windows for activation statistics (smoothing)")
     fidelity.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                           help="autocast of the quantized models (the FP model compared with runs in fp32)")
+    fidelity.add_argument("--fused-residual", action="store_true",
+                          help="fuse attn.proj/mlp.fc2's epilogue with LayerScale + residual (as bench speed does)")
     fidelity.add_argument("--device", default="auto")
     fidelity.add_argument("--json", type=Path, help="write the report here")
     fidelity.set_defaults(run=run_fidelity_command)
@@ -169,7 +171,7 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
     log.info("fidelity: %s, %d methods x %d bit-widths, %d windows of %d frames", description, len(methods),
              len(bit_pairs), args.windows, args.frames)
     report = run_fidelity(model, methods, bit_pairs, args.frames, args.windows, args.calibration_windows, width,
-                          number_formats, PRECISIONS[args.precision])
+                          number_formats, PRECISIONS[args.precision], args.fused_residual)
     report["model"] = description
     text = json.dumps(report, indent=1)
     if args.json:

@@ -95,9 +95,11 @@ def test_bench_fidelity_runs_the_quantized_models_under_bf16_autocast(tmp_path):
     args = ["bench", "fidelity", "--model", "vggt-tiny-random", "--methods", "rtn", "--bits", "w8a8", "--frames", "2",
             "--windows", "1", "--calibration-windows", "1", "--json", str(out)]
     sqnr = {}
-    for precision in ("fp32", "bf16"):
-        assert main(args + ["--precision", precision]) == 0
+    for precision, fused in (("fp32", False), ("bf16", False), ("bf16", True)):
+        assert main(args + ["--precision", precision] + ["--fused-residual"] * fused) == 0
         report = json.loads(out.read_text())
         assert report["quantized_autocast"] == {"fp32": "float32", "bf16": "bfloat16"}[precision]
-        sqnr[precision] = report["results"][0]["outputs"]["depth"]["sqnr_db"]
-    assert 10 < sqnr["bf16"] < math.inf and sqnr["bf16"] != sqnr["fp32"]  # bf16 rounding shows
+        assert report["fused_residual"] == fused
+        sqnr[precision, fused] = report["results"][0]["outputs"]["depth"]["sqnr_db"]
+    assert 10 < sqnr["bf16", False] < math.inf and sqnr["bf16", False] != sqnr["fp32", False]  # bf16 rounding
+    assert sqnr["bf16", True] == pytest.approx(sqnr["bf16", False], abs=0.3)
