@@ -7,13 +7,15 @@ autocast: the residual stream and the LayerNorm outputs are float32, GEMM output
 
 Fusions (each against its separate passes; the GEMMs themselves are not timed, except in the first):
 - ``gemm_bf16_output``: the whole ``cpu-amx-int8`` op of each Linear with a bf16 result, its GEMM writing
-  float32 (then the epilogue reads it) against writing bf16 (what the backend does for bf16 outputs);
+  float32 (then the epilogue reads it; what the backend does) against writing bf16 (half the bytes, one more
+  rounding: not used, it lost fidelity, see benchmarks/RESULTS.md);
 - ``layernorm_quantize`` (qkv, fc1 inputs): ATen LayerNorm then the compiled per-token quantization, against
   both in one compiled function;
 - ``dequant_gelu_quantize`` (fc1 -> fc2): fc1's epilogue (token scale, bias, to bf16), ATen GELU, fc2's
   quantization, against one compiled function from fc1's GEMM output to fc2's codes and scales;
 - ``dequant_layerscale_residual`` (proj, fc2 outputs): the epilogue to bf16, then ``x + gamma * y`` (ATen,
-  float32 as under autocast), against one compiled function.
+  float32 as under autocast), against one compiled function (``fused_dequantize_output_residual``, what
+  ``quant.fuse_residual_epilogues`` makes attn.proj and mlp.fc2 do).
 Each fused result is compared with the separate one (codes: fraction that differ, by one step at most;
 floats: max error over max |value|). Prints one JSON object.
 """
@@ -29,7 +31,8 @@ import torch.nn.functional as F
 from vggt_quant_core.eval.speed_bench import environment, tokens_per_frame
 from vggt_quant_core.kernels.allocator import tune_glibc_malloc
 from vggt_quant_core.kernels.elementwise import (MaybeCompiled, dequantize_output, fused_dequantize_output,
-                                                 fused_quantize_per_token, quantize_per_token)
+                                                 fused_dequantize_output_residual, fused_quantize_per_token,
+                                                 quantize_per_token)
 from vggt_quant_core.kernels.onednn_int8 import CPU_AMX_INT8, amx_int8_missing
 from vggt_quant_core.kernels.registry import LinearSpec, QuantizedWeights
 from vggt_quant_core.model import VGGTConfig
@@ -47,13 +50,8 @@ def _dequant_gelu_quantize(acc, a_scale, bias, clip):
     return quantize_per_token(F.gelu(dequantize_output(acc, a_scale, None, bias, torch.bfloat16)), QMAX, clip)
 
 
-def _dequant_layerscale_residual(acc, a_scale, bias, gamma, residual):
-    return residual + gamma * dequantize_output(acc, a_scale, None, bias, torch.bfloat16)
-
-
 fused_layernorm_quantize = MaybeCompiled(_layernorm_quantize)
 fused_dequant_gelu_quantize = MaybeCompiled(_dequant_gelu_quantize)
-fused_dequant_layerscale_residual = MaybeCompiled(_dequant_layerscale_residual)
 
 
 def interleaved_ms(variants: dict, repeats: int) -> dict:
@@ -142,7 +140,8 @@ def main() -> None:
 
         def separate_residual():
             return residual + gamma * fused_dequantize_output(acc2, scale2, None, bias2, torch.bfloat16)
-        fused_residual = (lambda: fused_dequant_layerscale_residual(acc2, scale2, bias2, gamma, residual))
+        fused_residual = (lambda: fused_dequantize_output_residual(acc2, scale2, None, bias2, torch.bfloat16, gamma,
+                                                                   residual))
         fusions["dequant_layerscale_residual"] = _row(
             "residual", {"separate": separate_residual, "fused": fused_residual}, args.repeats, separate_residual(),
             fused_residual())
