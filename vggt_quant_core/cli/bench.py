@@ -10,7 +10,7 @@ import torch
 from ..eval import speed_bench
 from ..eval.fidelity_bench import format_table, run_fidelity
 from ..fileio import write_text_atomic
-from ..inference import resolve_device
+from ..inference import PRECISIONS, resolve_device
 from ..kernels.allocator import tune_glibc_malloc
 from ..kernels import set_compile
 from ..model import VGGT, VGGTConfig
@@ -42,6 +42,10 @@ def add_parser(commands) -> None:
     fidelity.add_argument("--windows", type=int, default=2, help="evaluation windows (rendered scenes)")
     fidelity.add_argument("--calibration-windows", type=int, default=2,
                           help="windows for activation statistics (smoothing)")
+    fidelity.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                          help="autocast of the quantized models (the FP model compared with runs in fp32)")
+    fidelity.add_argument("--fused-residual", action="store_true",
+                          help="fuse attn.proj/mlp.fc2's epilogue with LayerScale + residual (as bench speed does)")
     fidelity.add_argument("--device", default="auto")
     fidelity.add_argument("--json", type=Path, help="write the report here")
     fidelity.set_defaults(run=run_fidelity_command)
@@ -63,7 +67,12 @@ def add_speed_parser(kinds) -> None:
     speed.add_argument("--image", default="518x518",
                        help="HxW giving the tokens per frame of the Linear shapes (518x518: 1374, 392x518: 1041)")
     speed.add_argument("--model-frames", type=int, default=4, help="frames for the whole-model part (default 4)")
-    speed.add_argument("--model-size", type=int, help="square image side for the model part (default: the model's)")
+    speed.add_argument("--model-image", help="HxW images of the model part, e.g. 392x518 (default: the model's "
+                                             "square size)")
+    speed.add_argument("--float-parts", default="auto",
+                       help="comma-separated autocast(s) each quantized config runs under: its float parts (DINO, "
+                            "attention, norms) in the model part, its output dtype (and proj/fc2 input dtype) in the "
+                            "linears part: fp32, bf16; auto = bf16 where the CPU has AMX-BF16, else fp32")
     speed.add_argument("--random-weights", action="store_true",
                        help="build the preset with random weights (timing does not depend on them; e.g. vggt-1b "
                             "without its weights file)")
@@ -72,6 +81,9 @@ def add_speed_parser(kinds) -> None:
     speed.add_argument("--backend", default="auto",
                        help="comma-separated QuantLinear backends to time each config with (auto, reference, "
                             "or a registered name)")
+    speed.add_argument("--fused-residual", default="on", choices=("on", "off", "both"),
+                       help="model part: fuse attn.proj/mlp.fc2's dequant epilogue with LayerScale + residual add "
+                            "(quant.fuse_residual_epilogues); both: time each quantized config with and without")
     speed.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median reported)")
     speed.add_argument("--threads", type=int, help="torch threads (default: torch's, here the core count)")
     speed.add_argument("--parts", default="linears,aggregator,model",
@@ -92,13 +104,11 @@ def run_speed_command(args: argparse.Namespace) -> int:
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts <= {"linears", "aggregator", "model", "checkpoint"}:
         raise ValueError(f"--parts takes linears, aggregator, model, checkpoint; got {args.parts!r}")
-    try:
-        height, width = (int(v) for v in args.image.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--image must look like 518x518, got {args.image!r}") from None
+    height, width = _parse_image("--image", args.image)
     if min(args.frames, args.model_frames, args.repeats) < 1:
         raise ValueError("--frames, --model-frames and --repeats must be >= 1")
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    float_dtypes = speed_bench.float_part_dtypes(args.float_parts)
     if args.no_compile:
         set_compile(False)
     if args.threads:
@@ -108,21 +118,25 @@ def run_speed_command(args: argparse.Namespace) -> int:
               "compile": not args.no_compile, "backends": backends}
     if "linears" in parts:
         report["linears"] = speed_bench.bench_linears(VGGTConfig(), args.frames, height, width, quant_configs,
-                                                      backends, args.repeats)
+                                                      backends, args.repeats, float_dtypes)
         report["linears"]["shapes_of"] = "VGGT-1B"
     model_parts = [p for p in ("aggregator", "model") if p in parts]
     if model_parts:
         if args.random_weights:
             preset = get_preset(args.model)
             torch.manual_seed(0)
-            model, size = VGGT(preset.config).eval(), preset.image_size
+            heads = () if "model" in parts else preset.config.enabled_heads  # the aggregator part needs none
+            model, size = VGGT(preset.config.without_heads(*heads)).eval(), preset.image_size
             description = f"preset {preset.name} with random weights"
         else:
             model, size, description = load_model_spec(args.model, torch.device("cpu"))
         if quant_record(model) is not None:
             raise ValueError(f"{args.model} is already quantized; give the float model")
-        report["model"] = speed_bench.bench_model(model, description, args.model_frames, args.model_size or size,
-                                                  quant_configs, backends, args.repeats, model_parts)
+        image = _parse_image("--model-image", args.model_image) if args.model_image else (size, size)
+        report["model"] = speed_bench.bench_model(model, description, args.model_frames, image, quant_configs,
+                                                  backends, args.repeats, model_parts,
+                                                  float_dtypes, {"on": (True,), "off": (False,),
+                                                                 "both": (False, True)}[args.fused_residual])
     if "checkpoint" in parts:
         report["vggt_1b_checkpoint"] = speed_bench.vggt_1b_checkpoint_sizes()
     text = json.dumps(report, indent=1)
@@ -131,6 +145,14 @@ def run_speed_command(args: argparse.Namespace) -> int:
         log.info("wrote %s", args.json)
     print(speed_bench.format_speed_table(report))
     return 0
+
+
+def _parse_image(option: str, text: str):
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"{option} must look like 518x518, got {text!r}") from None
+    return height, width
 
 
 def run_fidelity_command(args: argparse.Namespace) -> int:
@@ -149,7 +171,7 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
     log.info("fidelity: %s, %d methods x %d bit-widths, %d windows of %d frames", description, len(methods),
              len(bit_pairs), args.windows, args.frames)
     report = run_fidelity(model, methods, bit_pairs, args.frames, args.windows, args.calibration_windows, width,
-                          number_formats)
+                          number_formats, PRECISIONS[args.precision], args.fused_residual)
     report["model"] = description
     text = json.dumps(report, indent=1)
     if args.json:

@@ -13,7 +13,7 @@ from typing import Dict, List, Sequence
 import torch
 
 from ..data import HELD_OUT_SEED_BASE, generate_sequence
-from ..quant import QuantConfig, quantization_disabled, quantize, quantized_layers
+from ..quant import QuantConfig, fuse_residual_epilogues, quantization_disabled, quantize, quantized_layers
 from ..quant.observers import observe_inputs
 from .fidelity import FIDELITY_KEYS, compare_outputs
 
@@ -52,11 +52,14 @@ def activation_summary(stats: Dict[str, Dict[str, object]], point: str) -> Dict[
 
 
 def run_fidelity(model: torch.nn.Module, methods: Sequence[str], bit_pairs: Sequence[tuple], frames: int,
-                 windows: int, calibration_windows: int, width: int, number_formats: Sequence[str] = ("int",)
-                 ) -> dict:
+                 windows: int, calibration_windows: int, width: int, number_formats: Sequence[str] = ("int",),
+                 autocast_dtype: torch.dtype = torch.float32, fused_residual: bool = False) -> dict:
     """Quantize copies of ``model`` with every method x bits x number format and compare outputs with the FP
     model. ``e4m3`` (FP8) exists at w8a8 only: other bit-widths run in the integer formats alone. Rows are
-    labelled by bits, with the format appended when it is not ``int`` (``w8a8-e4m3``)."""
+    labelled by bits, with the format appended when it is not ``int`` (``w8a8-e4m3``). The quantized models
+    run under ``autocast_dtype`` autocast (their float parts, and the Linears' outputs, in that dtype); the
+    FP model they are compared with always runs in float32. ``fused_residual``: with
+    ``fuse_residual_epilogues`` (proj/fc2 epilogues fused with LayerScale + residual)."""
     evaluation = scene_windows(range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + windows), frames, width)
     calibration = scene_windows(range(calibration_windows), frames, width)
     device = next(model.parameters()).device
@@ -82,7 +85,9 @@ def run_fidelity(model: torch.nn.Module, methods: Sequence[str], bit_pairs: Sequ
                 bits = config.label[len(method) + 1:]  # w8a8, or w8a8-e4m3
                 start = time.perf_counter()
                 quantized = quantize(copy.deepcopy(model), config, calibration, log_fn=log.debug)
-                with torch.no_grad():
+                fuse_residual_epilogues(quantized, fused_residual)
+                with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype,
+                                                     enabled=autocast_dtype != torch.float32):
                     per_window = [compare_outputs(quantized(w.to(device)), ref)
                                   for w, ref in zip(evaluation, references)]
                 results.append({"method": method, "bits": bits, "number_format": number_format,
@@ -95,6 +100,7 @@ def run_fidelity(model: torch.nn.Module, methods: Sequence[str], bit_pairs: Sequ
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine(), "device": str(device), "threads": torch.get_num_threads()},
         "frames": frames, "windows": windows, "calibration_windows": calibration_windows,
+        "quantized_autocast": str(autocast_dtype).replace("torch.", ""), "fused_residual": fused_residual,
         "image_size_hw": list(evaluation[0].shape[-2:]), "outputs": list(FIDELITY_KEYS),
         "results": results, "activation_stats": activation_stats,
     }

@@ -28,15 +28,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import quantize_rows
-from ..kernels.onednn_int8 import amx_int8_missing
+from ..kernels.onednn_int8 import amx_int8_missing, cpu_flags
 from ..kernels.onednn_verbose import onednn_primitives, onednn_primitives_per_module
 from ..model import VGGT, VGGTConfig
-from ..quant import QuantConfig, QuantLinear, quantize, quantize_linear, quantized_layers, size_report
+from ..quant import (QuantConfig, QuantLinear, fuse_residual_epilogues, quantize, quantize_linear, quantized_layers,
+                     size_report)
+from .time_breakdown import GEMM_OPS, SDPA_OPS, time_breakdown
 
 log = logging.getLogger(__name__)
 
 LINEAR_KINDS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
-_SCALE_FUSED_INTO_NORM = ("attn.qkv", "mlp.fc1")  # preceded by norm1/norm2: a leading smoothing is folded
+# Preceded by norm1/norm2: a leading smoothing is folded into the norm, and under autocast their input is the
+# float32 LayerNorm output of the float32 residual stream (proj's and fc2's come from a bf16 GEMM or GELU).
+_AFTER_NORM = ("attn.qkv", "mlp.fc1")
 
 
 def tokens_per_frame(config: VGGTConfig, height: int, width: int) -> int:
@@ -78,7 +82,7 @@ def _quantized_linear(linear: nn.Linear, kind: str, method: str, bits: Tuple[int
     does not depend on their values; folded into the LayerNorm where ``quantize`` folds them)."""
     config = QuantConfig(method=method, w_bits=bits[0], a_bits=bits[1])
     return quantize_linear(linear, config, index, smoothing=torch.rand(linear.in_features) + 0.5,
-                           smoothing_in_norm=kind in _SCALE_FUSED_INTO_NORM)
+                           smoothing_in_norm=kind in _AFTER_NORM)
 
 
 def _tensor_bytes(tensors) -> int:
@@ -86,7 +90,9 @@ def _tensor_bytes(tensors) -> int:
 
 
 def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quant_configs, backends: Sequence[str],
-                  repeats: int) -> dict:
+                  repeats: int, float_dtypes: Sequence[torch.dtype] = (torch.float32,)) -> dict:
+    """Each shape in fp32, bf16 and every quantized config x backend; a quantized layer under bf16 autocast
+    (``float_dtypes``) gets the input dtype it gets in the model (``_AFTER_NORM``) and returns bf16."""
     tokens = tokens_per_frame(config, height, width)
     rows = frames * tokens
     shapes = linear_shapes(config)
@@ -115,9 +121,11 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
             for backend in backends:
                 layer = _quantized_linear(linear, kind, method, bits, index)
                 layer.backend = backend
-                label = quant_label(method, bits, backend)
-                layers[label] = layer
-                variants[label] = lambda layer=layer: layer(x)
+                for dtype in float_dtypes:
+                    label = quantized_variant_label(quant_label(method, bits, backend), dtype)
+                    layers[label] = layer
+                    x_in = x if dtype == torch.float32 or kind in _AFTER_NORM else x.to(dtype)
+                    variants[label] = _under_autocast(lambda layer=layer, x_in=x_in: layer(x_in), dtype)
         with torch.inference_mode():
             medians, minima = interleaved_times(variants, repeats)
             kernels = {name: onednn_primitives(run) for name, run in variants.items()}
@@ -188,48 +196,129 @@ def layer_kernels(net: nn.Module, run: Callable[[], object]) -> Dict[str, int]:
     return dict(counts)
 
 
-def bench_model(model: VGGT, description: str, frames: int, size: int, quant_configs, backends: Sequence[str],
-                repeats: int, parts: Sequence[str] = ("aggregator", "model")) -> dict:
-    """Whole-model and/or aggregator-only forwards (``parts``) of ``model`` and its quantized copies."""
+_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def float_part_dtypes(names: str) -> List[torch.dtype]:
+    """Autocast dtypes from comma-separated names (fp32, bf16); ``auto``: bf16 where the CPU has AMX-BF16
+    (there bf16 matmuls are ~5x fp32), else fp32 (without AMX bf16 is slower than fp32 on CPU)."""
+    dtypes = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        if name == "auto":
+            name = "bf16" if "amx_bf16" in (cpu_flags() or ()) else "fp32"
+        if name not in ("fp32", "bf16"):
+            raise ValueError(f"float parts run in fp32, bf16 or auto, not {name!r}")
+        dtypes.append(torch.float32 if name == "fp32" else torch.bfloat16)
+    if not dtypes:
+        raise ValueError("no float-part precision given")
+    return dtypes
+
+
+def quantized_variant_label(label: str, float_dtype: torch.dtype) -> str:
+    """A quantized config's label, naming the autocast its float parts (DINO, attention, norms) run under."""
+    return label if float_dtype == torch.float32 else f"{label} + {_DTYPE_NAMES[float_dtype]} autocast"
+
+
+def _breakdown_regions(net: VGGT, part: str) -> Dict[str, List[nn.Module]]:
+    """Module regions of one forward of ``part``: DINO, the aggregator blocks' Linears and (model) the heads."""
+    aggregator = net.aggregator
+    linears = [m for blocks in (aggregator.frame_blocks, aggregator.global_blocks) for m in blocks.modules()
+               if isinstance(m, (nn.Linear, QuantLinear))]
+    regions = {"dino": [aggregator.patch_embed], "linears": linears}
+    if part == "model":
+        regions["heads"] = [head for head in (net.camera_head, net.depth_head, net.point_head, net.track_head)
+                            if head is not None]
+    return regions
+
+
+def part_breakdown(net: VGGT, part: str, run: Callable[[], object]) -> dict:
+    """Seconds of one profiled ``run()`` by part: the DINO patch embedding (all of it), attention cores
+    (SDPA) outside DINO, the aggregator's Linears split into GEMM and overhead (the quantize/dequantize
+    passes and transforms of quantized layers, autocast weight casts of float ones), the heads, and the
+    rest (norms, RoPE, LayerScale, residuals, token layout, and the epilogues of proj/fc2 where they are fused
+    with LayerScale + residual: those run at the residual add, outside the Linears); plus which kernel the
+    SDPA calls ran."""
+    found = time_breakdown(run, _breakdown_regions(net, part), {"sdpa": SDPA_OPS, "gemm": GEMM_OPS})
+    regions, ops = found["regions"], found["ops"]
+    sdpa = sum(s for where, s in ops["sdpa"].items() if where != "dino")
+    gemm = ops["gemm"].get("linears", 0.0)
+    parts = {"dino_patch_embed": regions["dino"], "attention_core_sdpa": sdpa, "linears": regions["linears"],
+             "linears_gemm": gemm, "linears_overhead": regions["linears"] - gemm, "heads": regions.get("heads", 0.0)}
+    parts["other"] = found["total_s"] - parts["dino_patch_embed"] - sdpa - parts["linears"] - parts["heads"]
+    return {"profiled_total_s": round(found["total_s"], 4), "seconds": {k: round(v, 4) for k, v in parts.items()},
+            "sdpa_kernels": found["op_children"]["sdpa"]}
+
+
+def bench_model(model: VGGT, description: str, frames: int, image: Tuple[int, int], quant_configs,
+                backends: Sequence[str], repeats: int, parts: Sequence[str] = ("aggregator", "model"),
+                float_dtypes: Sequence[torch.dtype] = (torch.float32,), fused_residual: Sequence[bool] = (True,)
+                ) -> dict:
+    """Whole-model and/or aggregator-only forwards (``parts``) of ``model`` in fp32 and bf16 autocast and of
+    its quantized copies, each of those with its float parts under every autocast of ``float_dtypes``, and
+    with the epilogues of attn.proj/mlp.fc2 fused with LayerScale + residual or not (``fused_residual``:
+    ``quant.fuse_residual_epilogues``; labelled "+ fused residual").
+
+    After the timed rounds each variant runs once more, instrumented: its peak memory, which kernel each
+    Linear ran (oneDNN verbose) and where the time went (``part_breakdown``, torch.profiler)."""
+    height, width = image
     torch.manual_seed(0)
-    images = torch.rand(frames, 3, size, size)
-    calibration = [torch.rand(frames, 3, size, size)]
-    models = {"fp32": model}
+    images = torch.rand(frames, 3, height, width)
+    calibration = [torch.rand(frames, 3, height, width)]
+    models = {"fp32": (model, torch.float32, False), "bf16 autocast": (model, torch.bfloat16, False)}
     for method, bits in quant_configs:
         config = QuantConfig(method=method, w_bits=bits[0], a_bits=bits[1])
         quantized = quantize(copy.deepcopy(model), config, calibration_images=calibration,
                              log_fn=lambda message: None)
         for backend in backends:
-            for layer in quantized_layers(quantized).values():
+            net = quantized if len(backends) == 1 else copy.deepcopy(quantized)
+            for layer in quantized_layers(net).values():
                 layer.backend = backend
-            models[quant_label(method, bits, backend)] = quantized if len(backends) == 1 else copy.deepcopy(quantized)
+            for dtype in float_dtypes:
+                for fused in fused_residual:
+                    label = quantized_variant_label(quant_label(method, bits, backend), dtype)
+                    models[label + (" + fused residual" if fused else "")] = (net, dtype, fused)
 
     results = {}
     entries = {"aggregator": lambda net: lambda: net.aggregator(images[None]), "model": lambda net: lambda: net(images)}
     for part in parts:
-        entry = entries[part]
-        variants, nets = {}, {}
-        for name, net in models.items():
-            variants[name], nets[name] = _under_autocast(entry(net), torch.float32), net
-            if name == "fp32":
-                variants["bf16 autocast"], nets["bf16 autocast"] = _under_autocast(entry(net), torch.bfloat16), net
+        variants = {name: _with_residual_fusion(net, fused, _under_autocast(entries[part](net), dtype))
+                    for name, (net, dtype, fused) in models.items()}
         log.info("model part: %s", part)
         with torch.inference_mode():
             medians, minima = interleaved_times(variants, repeats)
-            peaks = {name: peak_rss_delta(run) for name, run in variants.items()}
-            kernels = {name: layer_kernels(nets[name], run) for name, run in variants.items()}
+            instrumented = {name: _instrumented(models[name][0], part, run) for name, run in variants.items()}
         results[part] = {"seconds": {n: round(t, 4) for n, t in medians.items()},
                          "min_seconds": {n: round(t, 4) for n, t in minima.items()},
                          "speedup_vs_fp32": {n: round(medians["fp32"] / t, 2) for n, t in medians.items()},
                          "speedup_vs_bf16": {n: round(medians["bf16 autocast"] / t, 2) for n, t in medians.items()},
-                         "peak_rss_bytes_above_start": peaks, "linear_kernels": kernels}
+                         **{key: {n: found[key] for n, found in instrumented.items()}
+                            for key in ("peak_rss_bytes_above_start", "linear_kernels", "breakdown")}}
     weights = {"fp32": _tensor_bytes(model.state_dict().values())}
-    for name, net in models.items():
-        if name != "fp32":
+    for name, (net, *_) in models.items():
+        if net is not model:
             report = size_report(net)
             weights[name] = {k: report[k] for k in ("quantized_layers_bytes", "quantized_layers_fp16_bytes",
                                                     "quantized_layers_fp32_bytes")}
-    return {"description": description, "frames": frames, "image": [size, size], **results, "weight_bytes": weights}
+    return {"description": description, "frames": frames, "image": [height, width], **results,
+            "weight_bytes": weights}
+
+
+def _instrumented(net: VGGT, part: str, run: Callable[[], object]) -> dict:
+    """One more ``run()`` with peak memory, oneDNN's verbose log and the profiler all on."""
+    found = {}
+
+    def traced():
+        found["linear_kernels"] = layer_kernels(net, lambda: found.setdefault("breakdown",
+                                                                              part_breakdown(net, part, run)))
+    found["peak_rss_bytes_above_start"] = peak_rss_delta(traced)
+    return found
+
+
+def _with_residual_fusion(net: nn.Module, fused: bool, call: Callable[[], object]) -> Callable[[], object]:
+    def run():
+        fuse_residual_epilogues(net, fused)  # variants may share a quantized model
+        return call()
+    return run
 
 
 def _under_autocast(call: Callable[[], object], dtype: torch.dtype) -> Callable[[], object]:
@@ -288,8 +377,11 @@ def format_speed_table(report: dict) -> str:
             if part not in model:
                 continue
             row = model[part]
-            lines.append(f"{model['description']}, {model['frames']} frames, {part}: "
-                         f"{cells(row['seconds'], row, ' s')}")
+            lines.append(f"{model['description']}, {model['frames']} frames of {model['image'][0]}x"
+                         f"{model['image'][1]}, {part}: {cells(row['seconds'], row, ' s')}")
+            for name, found in row["breakdown"].items():
+                parts = ", ".join(f"{k} {v}" for k, v in found["seconds"].items())
+                lines.append(f"  {name} (profiled run {found['profiled_total_s']} s): {parts}")
             for name, kernels in row["linear_kernels"].items():
                 lines.append(f"  {name} Linears: " + "; ".join(f"{k} (x{c})" for k, c in kernels.items()))
     return "\n".join(lines)

@@ -18,7 +18,8 @@ from typing import Optional
 
 import torch
 
-from .elementwise import fused_dequantize_output, quantize_rows
+from .deferred import PendingEpilogue
+from .elementwise import quantize_rows
 from .packing import unpack_int4
 from .registry import Capability, LinearBackend, LinearSpec, QuantizedWeights, register_backend, symmetric_int_spec
 
@@ -78,13 +79,11 @@ class IntMMBackend(LinearBackend):
             codes = torch.nn.functional.pad(codes, (0, 0, 0, self.min_rows - rows))
         return torch._int_mm(codes, state.weight_t)[:rows]
 
-    def forward(self, state: IntGemmState, x: torch.Tensor, out_dtype: torch.dtype,
-                divisor: Optional[torch.Tensor] = None) -> torch.Tensor:
-        lead = x.shape[:-1]
+    def gemm(self, state: IntGemmState, x: torch.Tensor, out_dtype: torch.dtype,
+             divisor: Optional[torch.Tensor] = None) -> PendingEpilogue:
         codes, a_scale = quantize_rows(x, state.in_features, state.a_qmax, state.act_clip, divisor)
-        acc = self.int_accumulate(state, codes)
-        y = fused_dequantize_output(acc, a_scale, state.w_scale, state.bias, out_dtype)
-        return y.reshape(*lead, state.out_features)
+        return PendingEpilogue(self.int_accumulate(state, codes), a_scale, state.w_scale, state.bias, out_dtype,
+                               (*x.shape[:-1], state.out_features))
 
 
 CPU_INT8 = register_backend(IntMMBackend("cpu-int8", "cpu", priority=100))

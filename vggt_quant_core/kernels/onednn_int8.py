@@ -11,8 +11,9 @@ shapes (on a loaded machine; ``vggt-quant bench speed`` times both side by side)
 
 Per call: per-token quantization (the codes of every integer backend) -> ``qlinear_pointwise`` (int8
 codes, activation scale 1 and zero point 0, prepacked int8 weight, per-channel weight scales, float32
-out) -> x per-token scale + bias, in one fused pass. The op's activation scale is a scalar, so the
-per-token scale cannot go inside; the bias is added after it (the op would add it before).
+out) -> x per-token scale + bias, in one fused pass (or deferred into the output's consumer, see
+``deferred``). The op's activation scale is a scalar, so the per-token scale cannot go inside; the bias is
+added after it (the op would add it before).
 
 Exactness: the op returns float32 ``acc * w_scale``; with unit scales that is the int32 sum exactly while
 |acc| < 2^24 (oneDNN accumulates in int32 and converts once). Tiny layers can make oneDNN pick its slow
@@ -28,11 +29,16 @@ from typing import Optional
 
 import torch
 
-from .elementwise import fused_dequantize_output, quantize_rows
+from .deferred import PendingEpilogue
+from .elementwise import quantize_rows
 from .int_mm import weight_codes_int8
 from .registry import Capability, LinearBackend, LinearSpec, QuantizedWeights, register_backend, symmetric_int_spec
 
-ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"  # oneDNN's own switch: a cap below AMX makes this backend pointless
+ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"
+# Output dtype -> dtype the GEMM writes: for a bfloat16 layer output the GEMM writes bfloat16 (rounded once
+# more before the token scale and bias: at most half a bf16 ulp, next to the final rounding to bf16), so
+# the GEMM stores and the epilogue reads half the bytes of a float32 intermediate.
+BF16_GEMM_OUTPUT = {torch.bfloat16: torch.bfloat16}  # oneDNN's own switch: a cap below AMX makes this backend pointless
 
 
 def onednn_qlinear_missing() -> Optional[str]:
@@ -113,18 +119,20 @@ class OneDnnInt8Backend(LinearBackend):
                                a_qmax=(1 << (spec.a_bits - 1)) - 1, act_clip=weights.act_clip.float().reshape(()),
                                in_features=spec.in_features, out_features=n)
 
-    def weight_scaled_accumulate(self, state: OneDnnInt8State, codes: torch.Tensor) -> torch.Tensor:
-        """float32 [M, N] = (codes [M, K] @ weight codes^T) * w_scale, the GEMM with its fused scales."""
+    def weight_scaled_accumulate(self, state: OneDnnInt8State, codes: torch.Tensor,
+                                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """[M, N] = (codes [M, K] @ weight codes^T) * w_scale in ``dtype`` (float32, or bfloat16: measured by
+        ``benchmarks/fused_passes_cpu.py``, not used by ``gemm``), the GEMM with its fused scales."""
         return torch.ops.onednn.qlinear_pointwise(codes, 1.0, 0, state.packed_weight, state.w_scale, state.w_zero,
-                                                  None, 1.0, 0, torch.float32, "none", [], "")
+                                                  None, 1.0, 0, dtype, "none", [], "")
 
-    def forward(self, state: OneDnnInt8State, x: torch.Tensor, out_dtype: torch.dtype,
-                divisor: Optional[torch.Tensor] = None) -> torch.Tensor:
-        lead = x.shape[:-1]
+    def gemm(self, state: OneDnnInt8State, x: torch.Tensor, out_dtype: torch.dtype,
+             divisor: Optional[torch.Tensor] = None) -> PendingEpilogue:
         codes, a_scale = quantize_rows(x, state.in_features, state.a_qmax, state.act_clip, divisor)
-        y = fused_dequantize_output(self.weight_scaled_accumulate(state, codes), a_scale, None, state.bias,
-                                    out_dtype)
-        return y.reshape(*lead, state.out_features)
+        # float32 even for a bf16 output: a bf16 GEMM result halves the epilogue's bytes but rounds once more
+        # before the token scale, which cost 0.3-0.9 dB SQNR on vggt-outlier's pose_enc (benchmarks/RESULTS.md).
+        return PendingEpilogue(self.weight_scaled_accumulate(state, codes), a_scale, None, state.bias, out_dtype,
+                               (*x.shape[:-1], state.out_features))
 
 
 CPU_AMX_INT8 = register_backend(OneDnnInt8Backend())

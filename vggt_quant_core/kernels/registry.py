@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from .deferred import PendingEpilogue
+
 log = logging.getLogger(__name__)
 
 Capability = Optional[Tuple[int, int]]  # CUDA compute capability, None elsewhere
@@ -90,7 +92,9 @@ def symmetric_int_spec(spec: LinearSpec) -> Optional[str]:
 
 
 class LinearBackend:
-    """Base class: subclasses set ``name`` and ``priority`` (higher wins) and implement the three methods.
+    """Base class: subclasses set ``name`` and ``priority`` (higher wins) and implement ``supports``,
+    ``prepare`` and either ``forward`` or ``gemm`` (a GEMM with a separate element-wise epilogue: then
+    ``forward`` is ``gemm(...).finish()`` and the layer can defer the epilogue, see ``deferred``).
 
     ``auto_selectable = False`` marks an emulation that runs only when named (tests, numerics): ``auto``
     never picks it, because it is no faster than the reference."""
@@ -109,7 +113,17 @@ class LinearBackend:
                 divisor: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x: the transformed activations [..., K], still to be divided by ``divisor`` [K] if given (a
         trailing smoothing step, fused into the quantization pass); returns [..., N] in ``out_dtype``."""
-        raise NotImplementedError
+        return self.gemm(state, x, out_dtype, divisor).finish()
+
+    def gemm(self, state: Any, x: torch.Tensor, out_dtype: torch.dtype,
+             divisor: Optional[torch.Tensor] = None) -> PendingEpilogue:
+        """``forward`` up to its epilogue (for backends that run the epilogue as a separate pass)."""
+        raise NotImplementedError(f"{self.name} fuses its epilogue into its kernel")
+
+    @property
+    def separate_epilogue(self) -> bool:
+        """Whether ``gemm`` exists (the epilogue can be deferred to fuse it with the output's consumer)."""
+        return type(self).gemm is not LinearBackend.gemm
 
 
 _BACKENDS: Dict[str, LinearBackend] = {}

@@ -13,7 +13,7 @@ from .linear import QuantLinear
 from .observers import observe_inputs
 from .recipes import RECIPES
 from .record import QuantRecord, attach_record
-from .targets import preceding_norm, target_layers
+from .targets import RESIDUAL_BRANCH_OUTPUTS, preceding_norm, target_layers
 from .transforms import ChannelScale, InputTransform, KroneckerAffine, RandomHadamard, smoothing_scale
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,16 @@ def quantization_disabled(model: nn.Module) -> Iterator[None]:
     finally:
         for layer, state in zip(layers, previous):
             layer.quantization_enabled = state
+
+
+def fuse_residual_epilogues(model: nn.Module, enabled: bool = True) -> int:
+    """Defer the epilogue of the Linears whose output is a LayerScale'd residual branch (attn.proj, mlp.fc2),
+    so that it runs fused with ``x + gamma * y`` (``QuantLinear.defer_epilogue``; inference only: their
+    forward then returns a ``DeferredOutput``, not a tensor). Returns how many layers were switched."""
+    layers = [layer for name, layer in quantized_layers(model).items() if name.endswith(RESIDUAL_BRANCH_OUTPUTS)]
+    for layer in layers:
+        layer.defer_epilogue = enabled
+    return len(layers)
 
 
 def state_dict_sha256(model: nn.Module) -> str:

@@ -16,6 +16,9 @@ Backends (``layer.backend``): ``reference`` is fake quantization in float, the c
 the only one for the float state and for autograd; a name from ``kernels.registry`` forces that real
 low-bit kernel (an error if it cannot run the layer); ``auto`` (the default, or ``$VGGTQ_BACKEND``) picks
 the best real backend that supports the layer's formats on the input's device, else the reference.
+``defer_epilogue = True`` (off by default; not saved) makes a real backend with a separate epilogue return
+a ``kernels.deferred.DeferredOutput``: its epilogue then runs at the first use of the output, fused with a
+following per-channel scale and residual add (``x + gamma * layer(...)``); any other use gets the tensor.
 A real backend gets the transformed input T(x), computed exactly as the reference computes it, so both
 quantize the same values. Its prepared state (e.g. unpacked weights) is built on first use, rebuilt
 when the backend, the device or the canonical tensors change, and never saved.
@@ -30,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import pack_int4, unpack_int4
+from ..kernels.deferred import DeferredOutput
 from ..kernels.registry import (LinearBackend, LinearSpec, QuantizedWeights, device_capability, get_backend,
                                 select_backend)
 from .quantizers import ActQuantizer, QuantSpec, WeightQuantizer, dequantize, quantize_codes
@@ -63,6 +67,7 @@ class QuantLinear(nn.Module):
         self._active_backend: Optional[str] = None
         self.backend = os.environ.get(BACKEND_ENV, AUTO)
         self.fused_norm: Optional[str] = None  # LayerNorm that absorbed a leading smoothing scale
+        self.defer_epilogue = False  # return a DeferredOutput where the backend has a separate epilogue
         for name in ("qweight", "w_scale", "w_zero"):
             self.register_buffer(name, None)
         self.register_buffer("_weight_cache", None, persistent=False)
@@ -242,6 +247,8 @@ class QuantLinear(nn.Module):
         self._active_backend = kernel.backend.name
         out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         x, divisor = self._transform_for_backend(x)
+        if self.defer_epilogue and kernel.backend.separate_epilogue:
+            return DeferredOutput(kernel.backend.gemm(kernel.state, x, out_dtype, divisor))
         return kernel.backend.forward(kernel.state, x, out_dtype, divisor)
 
     def _transform_for_backend(self, x: torch.Tensor):

@@ -9,6 +9,10 @@ BLOCK_LINEARS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
 _PRECEDING_NORM = {"attn.qkv": "norm1", "mlp.fc1": "norm2"}
 
 
+# Their output goes straight into the block's LayerScale and residual add: ``x + ls(linear(...))``.
+RESIDUAL_BRANCH_OUTPUTS = ("attn.proj", "mlp.fc2")
+
+
 def aggregator_blocks(model: nn.Module) -> List[str]:
     """Aggregator block names in execution order F0, G0, F1, G1, ... (index 2i frame, 2i + 1 global)."""
     depth = len(model.aggregator.frame_blocks)

@@ -23,7 +23,7 @@ def _run(tmp_path, *args):
 
 def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_amx):
     report = _run(tmp_path, "--parts", "linears", "--frames", "1", "--image", "28x28", "--methods", "rtn,quarot",
-                  "--bits", "w8a8,w4a4", "--backend", "auto,reference")
+                  "--bits", "w8a8,w4a4", "--backend", "auto,reference", "--float-parts", "fp32")
     linears = report["linears"]
     assert linears["tokens_per_frame"] == 1 + 4 + 2 * 2 and linears["M"] == 9
     qkv = linears["per_shape"]["attn.qkv"]
@@ -45,12 +45,13 @@ def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_am
 @pytest.mark.skipif(amx_int8_missing() is not None, reason=str(amx_int8_missing()))
 def test_amx_cpus_run_the_amx_backend_and_report_its_kernel_and_bf16_ratios(tmp_path, capsys):
     report = _run(tmp_path, "--parts", "linears", "--frames", "1", "--image", "28x28", "--methods", "rtn",
-                  "--bits", "w8a8,w4a4")
+                  "--bits", "w8a8,w4a4", "--float-parts", "fp32,bf16", "--fused-residual", "both")
     fc1 = report["linears"]["per_shape"]["mlp.fc1"]
-    assert fc1["backends"] == {"rtn-w8a8": "cpu-amx-int8", "rtn-w4a4": "cpu-amx-int8"}
+    quantized = ("rtn-w8a8", "rtn-w4a4", "rtn-w8a8 + bf16 autocast", "rtn-w4a4 + bf16 autocast")
+    assert fc1["backends"] == {name: "cpu-amx-int8" for name in quantized}
     kernels = fc1["onednn_kernels"]
     assert kernels["fp32"] == [] and kernels["int8 GEMM only"] == ["gemm_api"]  # MKL; oneDNN's VNNI gemm
-    for name in ("bf16", "int8 AMX GEMM only", "rtn-w8a8", "rtn-w4a4"):
+    for name in ("bf16", "int8 AMX GEMM only", *quantized):
         assert len(kernels[name]) == 1 and "_amx" in kernels[name][0], name
     assert fc1["speedup_vs_bf16"]["bf16"] == 1.0 and "rtn-w8a8" in fc1["speedup_vs_bf16"]
     assert report["linears"]["aggregator_linears"]["speedup_vs_bf16"]["bf16"] == 1.0
@@ -59,13 +60,26 @@ def test_amx_cpus_run_the_amx_backend_and_report_its_kernel_and_bf16_ratios(tmp_
 
 def test_aggregator_and_model_parts(tmp_path):
     report = _run(tmp_path, "--parts", "aggregator,model", "--model", "vggt-tiny-random", "--model-frames", "2",
-                  "--model-size", "28", "--methods", "rtn", "--bits", "w8a8")
+                  "--model-image", "28x42", "--methods", "rtn", "--bits", "w8a8", "--float-parts", "fp32,bf16",
+                  "--fused-residual", "both")
     for part in ("aggregator", "model"):
         row = report["model"][part]
-        assert set(row["seconds"]) == set(row["peak_rss_bytes_above_start"]) == {"fp32", "bf16 autocast", "rtn-w8a8"}
+        quantized = {"rtn-w8a8", "rtn-w8a8 + bf16 autocast"}
+        quantized |= {name + " + fused residual" for name in quantized}
+        variants = {"fp32", "bf16 autocast", *quantized}
+        assert set(row["seconds"]) == set(row["peak_rss_bytes_above_start"]) == set(row["breakdown"]) == variants
         assert row["speedup_vs_bf16"]["bf16 autocast"] == 1.0
-        quantized = row["linear_kernels"]["rtn-w8a8"]  # every quantized Linear ran a real backend
-        assert sum(c for k, c in quantized.items() if k.startswith(("cpu-int8", "cpu-amx-int8"))) == 2 * 4 * 4
+        for name in quantized:
+            kernels = row["linear_kernels"][name]  # every quantized Linear ran a real backend
+            assert sum(c for k, c in kernels.items() if k.startswith(("cpu-int8", "cpu-amx-int8"))) == 2 * 4 * 4
+        for name, found in row["breakdown"].items():
+            seconds = found["seconds"]
+            assert all(v > 0 for k, v in seconds.items() if k != "heads" and k != "other"), (name, seconds)
+            assert seconds["linears_gemm"] + seconds["linears_overhead"] == pytest.approx(seconds["linears"], abs=2e-4)
+            assert sum(seconds[k] for k in ("dino_patch_embed", "attention_core_sdpa", "linears", "heads",
+                                            "other")) == pytest.approx(found["profiled_total_s"], abs=5e-4)
+            assert (seconds["heads"] > 0) == (part == "model"), (name, part)
+            assert set(found["sdpa_kernels"]) == {"aten::_scaled_dot_product_flash_attention_for_cpu"}
     kernels = report["model"]["aggregator"]["linear_kernels"]
     assert set(kernels["fp32"]) == {"F.linear: no oneDNN primitive"}
     assert report["model"]["weight_bytes"]["rtn-w8a8"]["quantized_layers_bytes"] < report["model"]["weight_bytes"][
@@ -77,3 +91,5 @@ def test_bad_arguments_are_one_line_errors(capsys):
     assert "--parts takes" in capsys.readouterr().err
     assert main(["bench", "speed", "--image", "518"]) == 2
     assert "--image must look like" in capsys.readouterr().err
+    assert main(["bench", "speed", "--parts", "aggregator", "--float-parts", "fp16"]) == 2
+    assert "float parts run in" in capsys.readouterr().err

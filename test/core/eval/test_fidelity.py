@@ -88,3 +88,18 @@ def test_bench_fidelity_compares_fp8_with_int8_at_w8a8(tmp_path):
     int8, fp8 = (rows[i]["outputs"]["depth"]["sqnr_db"] for i in (0, 1))
     assert 10 < fp8 < math.inf and int8 != fp8
     assert main(["bench", "fidelity", "--formats", "e5m2"]) == 2
+
+
+def test_bench_fidelity_runs_the_quantized_models_under_bf16_autocast(tmp_path):
+    out = tmp_path / "fidelity.json"
+    args = ["bench", "fidelity", "--model", "vggt-tiny-random", "--methods", "rtn", "--bits", "w8a8", "--frames", "2",
+            "--windows", "1", "--calibration-windows", "1", "--json", str(out)]
+    sqnr = {}
+    for precision, fused in (("fp32", False), ("bf16", False), ("bf16", True)):
+        assert main(args + ["--precision", precision] + ["--fused-residual"] * fused) == 0
+        report = json.loads(out.read_text())
+        assert report["quantized_autocast"] == {"fp32": "float32", "bf16": "bfloat16"}[precision]
+        assert report["fused_residual"] == fused
+        sqnr[precision, fused] = report["results"][0]["outputs"]["depth"]["sqnr_db"]
+    assert 10 < sqnr["bf16", False] < math.inf and sqnr["bf16", False] != sqnr["fp32", False]  # bf16 rounding
+    assert sqnr["bf16", True] == pytest.approx(sqnr["bf16", False], abs=0.3)

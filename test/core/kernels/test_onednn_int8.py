@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from vggt_quant_core.kernels import onednn_int8, pack_int4, registry
+from vggt_quant_core.kernels import onednn_int8, pack_int4, quantize_rows, registry
 from vggt_quant_core.kernels.onednn_int8 import CPU_AMX_INT8, amx_int8_missing, onednn_qlinear_missing
 from vggt_quant_core.kernels.onednn_verbose import onednn_primitives, parse_verbose
 from vggt_quant_core.kernels.registry import LinearSpec, QuantizedWeights, select_backend
@@ -64,6 +64,21 @@ def test_output_equals_dequantized_product_with_bias_after_the_token_scale():
     expected += weights.bias.double()
     assert y.shape == (3, 7, 40)
     assert torch.allclose(y.double().reshape(-1, 40), expected, rtol=1e-5, atol=1e-5 * expected.abs().max())
+
+
+@needs_onednn
+def test_a_bf16_gemm_result_is_the_exact_sum_rounded_and_bf16_outputs_keep_a_float32_intermediate():
+    codes, weights, spec = _weights(40, 64, 8)
+    state = CPU_AMX_INT8.prepare(weights, spec)
+    x = torch.randn(45, 64)
+    a_codes, a_scale = quantize_rows(x, 64, 127, torch.tensor(1.0), None)
+    acc = CPU_AMX_INT8.weight_scaled_accumulate(state, a_codes, torch.bfloat16)
+    exact = a_codes.double() @ (codes.double() * weights.w_scale.double()).T
+    assert acc.dtype == torch.bfloat16 and torch.equal(acc, exact.float().bfloat16())  # exact sum, rounded
+    y = CPU_AMX_INT8.forward(state, x, torch.bfloat16)
+    expected = exact * a_scale.double() + weights.bias.double()
+    assert y.dtype == torch.bfloat16
+    assert ((y.double() - expected).abs() <= 1.01 * 2 ** -8 * expected.abs()).all()  # one bf16 rounding
 
 
 def _frozen_layer(w_spec, a_spec, transform):
