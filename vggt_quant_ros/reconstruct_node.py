@@ -50,7 +50,8 @@ from .windowing import (ApproximateSync, Frame, FrameSet, KeyframeGate, LatestWi
                         StampOrder, thumbnail)
 
 NODE_NAME = "vggt"
-WARN_ONCE = ("scale-missing", "scale-rejected", "scale-clipped", "depth")   # problem kinds logged the first time only
+# problem kinds logged the first time only (diagnostics keep showing the latest)
+WARN_ONCE = ("scale-missing", "scale-rejected", "scale-clipped", "depth", "baseline")
 
 
 def _descriptor(param: Param) -> ParameterDescriptor:

@@ -28,6 +28,7 @@ from .windowing import Frame, FrameSet, StampPairing
 Problem = Callable[..., None]
 # best effort takes reliable publishers too; odometry comes at 50-200 Hz while image decoding holds the group
 ODOMETRY_QOS = QoSProfile(depth=200, reliability=ReliabilityPolicy.BEST_EFFORT)
+BASELINE_TOLERANCE = 0.05   # stereo_baseline_m and the CameraInfo baseline may differ this much without a warning
 
 
 def _tf_buffer_classes():
@@ -69,8 +70,14 @@ class ScaleInputs:
 
     # ------------------------------------------------------------------------------------- input group
     def camera_info(self, camera: int, msg: CameraInfo) -> None:
-        if camera == 1:
-            self._baseline_from_info = baseline_from_projection(msg.p)
+        if camera != 1:
+            return
+        self._baseline_from_info = from_info = baseline_from_projection(msg.p)
+        given = self._settings.stereo_baseline_m
+        if given > 0 and from_info > 0 and abs(from_info / given - 1) > BASELINE_TOLERANCE:
+            self._problem(camera, "baseline", f"stereo_baseline_m {given:.4g} m disagrees with this CameraInfo's "
+                          f"baseline {from_info:.4g} m (-P[0,3]/P[0,0]): using stereo_baseline_m",
+                          count_as_rejected=False)
 
     def keyframe(self, frameset: FrameSet) -> None:
         if self._depth_pairing is not None:

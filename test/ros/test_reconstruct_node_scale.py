@@ -84,11 +84,11 @@ def _assert_metric(truth, out: Scaled, steps: int, source: str, tolerance: float
     return values
 
 
-def _stereo_node(graph, truth):
+def _stereo_node(graph, truth, **params):
     """A stereo-scaled node on /l and /r, its outputs, and a publisher of the right camera's CameraInfo."""
     node = start_node(graph, _double(truth), **FAST, image_topics=["/l/image", "/r/image"],
                       camera_info_topics=["/l/info", "/r/info"], window_size=4, window_stride=2, sync_slop_s=0.01,
-                      scale_source="stereo")
+                      scale_source="stereo", **params)
     info = graph.probe.create_publisher(CameraInfo, "/r/info", 10)
     wait_for(lambda: info.get_subscription_count() > 0, 10, "the node to subscribe to CameraInfo")
     return node, Scaled(graph), info
@@ -171,6 +171,19 @@ def test_registered_depth_in_millimetres_gives_metres_and_bad_depth_is_named(gra
             assert node.stats().rejected_frames == 0
     out.wait_for_windows(4)
     _assert_metric(truth, out, 10, "depth", tolerance=0.01)   # millimetre rounding
+
+
+def test_a_given_baseline_wins_over_a_disagreeing_camera_info_and_says_so(graph):
+    truth = rig(10, WIDTH, HEIGHT, cameras=2)
+    baseline = float(np.linalg.norm(truth.centre(1, 0) - truth.centre(0, 0)))
+    node, out, info = _stereo_node(graph, truth, stereo_baseline_m=baseline)
+    fx = truth.intrinsics[0, 0]
+    info.publish(CameraInfo(width=WIDTH, height=HEIGHT, p=[fx, 0.0, 0.0, -fx * 2 * baseline] + [0.0] * 8))
+    wait_for(lambda: "disagrees with this CameraInfo" in node.stats().last_problem, 10, "the baseline warning")
+    assert f"baseline {2 * baseline:.4g} m (-P[0,3]/P[0,0]): using stereo_baseline_m" in node.stats().last_problem
+    _feed_stereo(graph, node, truth, 6)
+    out.wait_for_windows(2)
+    _assert_metric(truth, out, 6, "stereo", tolerance=1e-3)
 
 
 def test_degenerate_stereo_baseline_is_named_and_the_map_stays_in_model_units(graph):
