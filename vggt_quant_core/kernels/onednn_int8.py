@@ -34,11 +34,7 @@ from .elementwise import quantize_rows
 from .int_mm import weight_codes_int8
 from .registry import Capability, LinearBackend, LinearSpec, QuantizedWeights, register_backend, symmetric_int_spec
 
-ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"
-# Output dtype -> dtype the GEMM writes: for a bfloat16 layer output the GEMM writes bfloat16 (rounded once
-# more before the token scale and bias: at most half a bf16 ulp, next to the final rounding to bf16), so
-# the GEMM stores and the epilogue reads half the bytes of a float32 intermediate.
-BF16_GEMM_OUTPUT = {torch.bfloat16: torch.bfloat16}  # oneDNN's own switch: a cap below AMX makes this backend pointless
+ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"  # oneDNN's own switch: a cap below AMX makes this backend pointless
 
 
 def onednn_qlinear_missing() -> Optional[str]:
