@@ -122,7 +122,7 @@ def depth_metres(msg: Image) -> np.ndarray:
     dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
     if msg.step < msg.width * dtype.itemsize or len(msg.data) < msg.step * msg.height:
         raise ImageError(f"depth image of {msg.width}x{msg.height} has {len(msg.data)} bytes with step {msg.step}")
-    rows = np.frombuffer(bytes(msg.data), np.uint8)[:msg.step * msg.height].reshape(msg.height, msg.step)
+    rows = np.frombuffer(msg.data, np.uint8)[:msg.step * msg.height].reshape(msg.height, msg.step)
     depth = rows[:, :msg.width * dtype.itemsize].copy().view(dtype).astype(np.float32) * np.float32(unit)
     return np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
 

@@ -49,6 +49,12 @@ class ScaleSample:
         return max(self.spread / math.sqrt(self.samples), MIN_SAMPLE_SIGMA)
 
 
+def _median_and_deviation(values: np.ndarray) -> Tuple[float, float]:
+    """Median and robust standard deviation (MAD * 1.4826)."""
+    median = float(np.median(values))
+    return median, MAD_TO_SIGMA * float(np.median(np.abs(values - median)))
+
+
 def robust_ratio(measured: np.ndarray, predicted: np.ndarray, source: str, min_samples: int = 1) -> ScaleSample:
     """Median of ``measured / predicted`` over the pairs where both are finite and positive, after dropping
     ratios more than 3 robust deviations from the first median; raises ``NoScale`` for fewer than
@@ -58,12 +64,10 @@ def robust_ratio(measured: np.ndarray, predicted: np.ndarray, source: str, min_s
     if valid.sum() < min_samples:
         raise NoScale(f"{int(valid.sum())} usable {source} measurements in the window (need {min_samples})")
     ratios = measured[valid] / predicted[valid]
-    median = float(np.median(ratios))
-    deviation = MAD_TO_SIGMA * float(np.median(np.abs(ratios - median)))
+    median, deviation = _median_and_deviation(ratios)
     if deviation > 1e-9 * median:   # below that it is rounding, not outliers
         ratios = ratios[np.abs(ratios - median) <= 3 * deviation]
-        median = float(np.median(ratios))
-        deviation = MAD_TO_SIGMA * float(np.median(np.abs(ratios - median)))
+        median, deviation = _median_and_deviation(ratios)
     return ScaleSample(metres_per_unit=median, spread=deviation / median, samples=len(ratios), source=source)
 
 
@@ -209,9 +213,8 @@ class ScaleFilter:
         """Relative spread (MAD * 1.4826 / median) of recent samples against chaining, NaN before two."""
         if len(self._ratios) < 2:
             return math.nan
-        ratios = np.array(self._ratios)
-        median = np.median(ratios)
-        return float(MAD_TO_SIGMA * np.median(np.abs(ratios - median)) / median)
+        median, deviation = _median_and_deviation(np.array(self._ratios))
+        return deviation / median
 
     def update(self, chained: float, sample: Optional[ScaleSample]) -> ScaleDecision:
         """``chained``: the window's map-from-window scale from the overlap alignment (map units per model unit);

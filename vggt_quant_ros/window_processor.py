@@ -187,28 +187,22 @@ class WindowProcessor:
     def _scale_sample(self, window: List[FrameSet], frames: List[Frame], predictions: Dict[str, torch.Tensor],
                       recon, settings: NodeSettings) -> ScaleSample:
         """The window's metres per model unit from ``settings.scale_source``; raises ``NoScale``."""
-        cameras = len(window[0].frames)
-        centres = camera_centres(recon.extrinsics.astype(np.float64)).reshape(len(window), cameras, 3)
+        if settings.scale_source == "depth":
+            return depth_scale([depth_pairs(frame.metric_depth, _depth_of(predictions, index), settings.preprocess_mode,
+                                            self.input_size, _pad_offset(frame, predictions["depth"].shape[2:4]))
+                                for index, frame in enumerate(frames)
+                                if frame.camera == settings.depth_camera and frame.metric_depth is not None])
+        centres = camera_centres(recon.extrinsics.astype(np.float64)).reshape(len(window), len(window[0].frames), 3)
         if settings.scale_source == "stereo":
             return stereo_scale(centres, self._sensors.baseline_m())
-        if settings.scale_source == "odometry":
-            measured = self._sensors.positions_at([frameset.frames[0] for frameset in window])
-            return travel_scale(centres[:, 0], measured, settings.scale_min_travel_m)
-        height, width = predictions["depth"].shape[2:4]
-        pairs = []
-        for index, frame in enumerate(frames):
-            if frame.camera == settings.depth_camera and frame.metric_depth is not None:
-                offset = ((height - frame.model_input.shape[-2]) // 2, (width - frame.model_input.shape[-1]) // 2)
-                predicted = predictions["depth"][0, index, ..., 0].float().cpu().numpy()
-                pairs.append(depth_pairs(frame.metric_depth, predicted, settings.preprocess_mode, self.input_size,
-                                         offset))
-        return depth_scale(pairs)
+        measured = self._sensors.positions_at([frameset.frames[0] for frameset in window])
+        return travel_scale(centres[:, 0], measured, settings.scale_min_travel_m)
 
     @staticmethod
     def _depth_view(predictions: Dict[str, torch.Tensor], frame: Frame, index: int, intrinsics: np.ndarray,
                     scale: float, conf_min: float) -> DepthView:
         """Depth in map units (like the cloud), NaN where invalid or not confident."""
-        depth = predictions["depth"][0, index, ..., 0].float().cpu().numpy()
+        depth = _depth_of(predictions, index)
         conf = predictions["depth_conf"][0, index].float().cpu().numpy()
         depth = np.where(np.isfinite(depth) & (depth > 0) & (conf > conf_min), depth * scale, np.nan)
         return DepthView(frame=frame, depth=depth, intrinsics=intrinsics)
@@ -234,12 +228,23 @@ class WindowProcessor:
         if missing:
             self._warn(missing[0], "camera_info", "no usable CameraInfo yet: this window uses predicted intrinsics")
             return None
-        height, width = images.shape[-2:]
         out = []
         for frame in frames:
             k = preprocessed_intrinsics(frame.intrinsics, frame.rgb.shape[1], frame.rgb.shape[0],
                                         mode=settings.preprocess_mode, target_size=self.input_size)
-            k[0, 2] += (width - frame.model_input.shape[-1]) // 2   # white padding of smaller images (stack_padded)
-            k[1, 2] += (height - frame.model_input.shape[-2]) // 2
+            top, left = _pad_offset(frame, images.shape[-2:])
+            k[0, 2] += left
+            k[1, 2] += top
             out.append(k)
         return torch.tensor(np.stack(out), dtype=torch.float32)
+
+
+def _depth_of(predictions: Dict[str, torch.Tensor], index: int) -> np.ndarray:
+    """The model's depth [H, W] of image ``index`` (model units)."""
+    return predictions["depth"][0, index, ..., 0].float().cpu().numpy()
+
+
+def _pad_offset(frame: Frame, size: Tuple[int, int]) -> Tuple[int, int]:
+    """(top, left) of the frame's model input in a batch of ``size`` (H, W): the white padding of smaller
+    images (``stack_padded``)."""
+    return (size[0] - frame.model_input.shape[-2]) // 2, (size[1] - frame.model_input.shape[-1]) // 2

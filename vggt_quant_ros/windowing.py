@@ -146,22 +146,27 @@ class StampPairing(Generic[T]):
         self._frames: Deque[Frame] = deque(maxlen=keep)
 
     def add_item(self, stamp_ns: int, item: T) -> None:
-        waiting = [f for f in self._frames if abs(f.stamp_ns - stamp_ns) <= self.slop_ns]
-        if not waiting:
+        frame = self._take_nearest(self._frames, stamp_ns, lambda f: f.stamp_ns)
+        if frame is None:
             self._items.append((stamp_ns, item))
-            return
-        frame = min(waiting, key=lambda f: abs(f.stamp_ns - stamp_ns))
-        self._frames.remove(frame)
-        self._attach(frame, item)
+        else:
+            self._attach(frame, item)
 
     def add_frame(self, frame: Frame) -> None:
-        near = [entry for entry in self._items if abs(entry[0] - frame.stamp_ns) <= self.slop_ns]
-        if not near:
+        entry = self._take_nearest(self._items, frame.stamp_ns, lambda e: e[0])
+        if entry is None:
             self._frames.append(frame)
-            return
-        entry = min(near, key=lambda e: abs(e[0] - frame.stamp_ns))
-        self._items.remove(entry)
-        self._attach(frame, entry[1])
+        else:
+            self._attach(frame, entry[1])
+
+    def _take_nearest(self, waiting: Deque, stamp_ns: int, stamp_of: Callable[[Any], int]) -> Any:
+        """Remove and return the entry of ``waiting`` nearest to ``stamp_ns`` within the slop (None if none)."""
+        near = [entry for entry in waiting if abs(stamp_of(entry) - stamp_ns) <= self.slop_ns]
+        if not near:
+            return None
+        entry = min(near, key=lambda e: abs(stamp_of(e) - stamp_ns))
+        waiting.remove(entry)
+        return entry
 
 
 class SlidingWindow(Generic[T]):
