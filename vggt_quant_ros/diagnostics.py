@@ -4,7 +4,7 @@ from them."""
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Dict, Hashable, List, Optional
+from typing import Dict, Hashable, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
@@ -47,13 +47,16 @@ class Stats:
 
 class Throttle:
     """Counts occurrences per key; ``due`` says when a key may be logged again, and how many repeats the line
-    stands for (not thread-safe: the caller holds a lock)."""
+    stands for (not thread-safe: the caller holds a lock). Keys whose last element is in ``once`` are logged
+    the first time only."""
 
-    def __init__(self, period_s: float = THROTTLE_S):
-        self._period_s = period_s
-        self._seen: Dict[Hashable, List[float]] = {}   # key -> [last log time, occurrences since]
+    def __init__(self, period_s: float = THROTTLE_S, once: Tuple[Hashable, ...] = ()):
+        self._period_s, self._once = period_s, once
+        self._seen: Dict[Tuple, List[float]] = {}   # key -> [last log time, occurrences since]
 
-    def due(self, key: Hashable, now: float) -> Optional[int]:
+    def due(self, key: Tuple, now: float) -> Optional[int]:
+        if key[-1] in self._once and key in self._seen:
+            return None
         last = self._seen.setdefault(key, [-math.inf, 0])
         last[1] += 1
         if now - last[0] < self._period_s:

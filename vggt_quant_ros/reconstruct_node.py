@@ -98,7 +98,7 @@ class ReconstructNode(Node):
         self._names = list(s.camera_names) or [f"cam{i}" for i in range(count)]
         self._stats = Stats(frames_received=[0] * count, scale=scale_mode(s.scale_source))
         self._stats_lock = threading.Lock()
-        self._throttle = Throttle()
+        self._throttle = Throttle(once=WARN_ONCE)
         self._camera_infos: List[Optional[CameraInfo]] = [None] * count
 
         # input side (touched only by the input callback group)
@@ -124,7 +124,6 @@ class ReconstructNode(Node):
         for camera, topic in enumerate(s.camera_info_topics):
             self.create_subscription(CameraInfo, topic, lambda msg, camera=camera: self._on_camera_info(camera, msg),
                                      qos_profile_sensor_data, callback_group=input_group)
-        self._warned_once: set = set()
         self.scale_inputs = ScaleInputs(self, s, input_group, self._input_problem)
         self._last_report = time.monotonic()
         self.create_timer(s.diagnostics_period_s, self._report, callback_group=MutuallyExclusiveCallbackGroup())
@@ -234,10 +233,6 @@ class ReconstructNode(Node):
         ``WARN_ONCE`` only the first time (diagnostics keep showing the latest)."""
         with self._stats_lock:
             self._stats.last_problem = line
-            if key[-1] in WARN_ONCE:
-                if key in self._warned_once:
-                    return
-                self._warned_once.add(key)
             repeats = self._throttle.due(key, time.monotonic())
         if repeats is not None:
             self.get_logger().warning(line + (f" ({repeats} more since the last report)" if repeats else ""))

@@ -235,3 +235,11 @@ def test_odometry_from_tf_when_tf2_is_importable_and_a_clear_error_without(graph
     out.wait_for_windows(4)
     _assert_metric(truth, out, 10, "odometry", tolerance=1e-3)
     assert set(asked) == {("odom", "cam_optical")}
+
+
+def test_throttle_repeats_every_period_and_once_kinds_only_the_first_time():
+    from vggt_quant_ros.diagnostics import Throttle
+
+    throttle = Throttle(period_s=5.0, once=("scale-missing",))
+    assert [throttle.due((0, "image"), t) for t in (0.0, 1.0, 2.0, 6.0)] == [0, None, None, 2]
+    assert [throttle.due(("scale-missing",), t) for t in (0.0, 1.0, 60.0)] == [0, None, None]
