@@ -26,15 +26,16 @@ from pathlib import Path
 from typing import Dict
 
 import numpy as np
+import torch
 from rclpy.parameter import Parameter
 
 from vggt_quant_core.data import generate_sequence
 from vggt_quant_core.data.bags import write_bag
 from vggt_quant_core.data.scenes import SceneSequence
-from vggt_quant_core.data.trajectories import camera_centres
 from vggt_quant_core.eval.oracle import TrueGeometryModel
 from vggt_quant_core.eval.trajectory import absolute_trajectory_error, relative_pose_error
 from vggt_quant_core.fileio import write_text_atomic
+from vggt_quant_core.geometry import closed_form_inverse_se3
 from vggt_quant_core.presets import DEFAULT_PRESET, load_model
 from vggt_quant_ros import conversions
 from vggt_quant_ros.demo import NodeOutputs, camera_from_map, input_parameters, play, private_graph
@@ -48,10 +49,7 @@ WINDOW_SCALES = (0.7, 1.3, 0.9, 1.1, 0.45, 2.1)   # the true-geometry double's m
 
 def _camera_to_world(extrinsics: np.ndarray) -> np.ndarray:
     """[N, 4, 4] camera-to-world of camera-from-world extrinsics [N, 3, 4]."""
-    out = np.repeat(np.eye(4)[None], len(extrinsics), 0)
-    out[:, :3, :3] = extrinsics[:, :, :3].transpose(0, 2, 1)
-    out[:, :3, 3] = camera_centres(extrinsics)
-    return out
+    return closed_form_inverse_se3(torch.from_numpy(np.asarray(extrinsics, np.float64))).numpy()
 
 
 def run(bag: Path, sequence: SceneSequence, estimator: Estimator, source: str, window_size: int,
