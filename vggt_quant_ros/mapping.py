@@ -139,7 +139,8 @@ class VoxelMap:
 
 @dataclass
 class WindowUpdate:
-    """One window placed in the map (frame ``map``; units of the first window)."""
+    """One window placed in the map (frame ``map``; units of the first window, or metres once a metric scale
+    source has rescaled it)."""
 
     scale: float               # map-from-window similarity: x_map = scale * rotation @ x + translation
     rotation: np.ndarray       # [3, 3]

@@ -71,8 +71,8 @@ PARAMETERS: Tuple[Param, ...] = (
           range=(0.0, 1.0e6), runtime=True),
     Param("pixel_stride", 4, "use every n-th pixel row and column for the cloud and the alignment (4 at 518 "
           "pixels: points about 0.01 apart at distance 1, finer than the default voxel)", range=(1, 64)),
-    Param("voxel_size", 0.02, "voxel edge in map units (model units: VGGT scales scenes to a mean distance "
-          "of about 1)", range=(1.0e-4, 100.0)),
+    Param("voxel_size", 0.02, "voxel edge in map units (metres with a scale_source, else model units: VGGT "
+          "scales scenes to a mean distance of about 1)", range=(1.0e-4, 100.0)),
     Param("max_map_points", 500000, "voxel cap of the accumulated map; least recently seen voxels go first",
           range=(1000, 50000000)),
     Param("cloud_mode", "map", "~/points carries the accumulated map ('map') or only the latest window "
