@@ -16,7 +16,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(exclude=["test", "test.*"]),
-    # JIT-built CUDA sources, and the trained default model (preset vggt-tiny-synth)
+    # JIT-built CUDA and CPU kernel sources, and the trained default model (preset vggt-tiny-synth)
     package_data={"vggt_quant_core.kernels": ["csrc/*.cu", "csrc/*.cpp", "csrc/*.h"],
                   "vggt_quant_core": ["weights/*.safetensors"]},
     data_files=[
@@ -27,14 +27,15 @@ setup(
         (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
     ],
     # torch is not pinned here: install the build matching your CUDA first (the Makefile uses 2.13.0 CPU).
+    # ninja: torch.utils.cpp_extension builds the CPU AMX kernel with it on first use (kernels/amx_int8.py)
     install_requires=["torch>=2.1", "numpy>=1.24", "safetensors>=0.4", "Pillow>=9.1", "scikit-learn>=1.2",
-                      "rosbags>=0.11.9", "scipy>=1.9", "PyYAML>=5.4"],
+                      "rosbags>=0.11.9", "scipy>=1.9", "PyYAML>=5.4", "ninja>=1.11"],
     extras_require={
         "ros": ROS_WHEELS,
         "dev": ["pytest>=7", "flake8>=6", "colcon-common-extensions", "fht-cpu"],
         "fast": ["fht-cpu"],  # optional CPU Hadamard kernel (the pure-torch Kronecker path is the default)
     },
-    zip_safe=False,  # the CUDA sources in kernels/csrc are compiled from the installed files
+    zip_safe=False,  # the kernel sources in kernels/csrc are compiled from the installed files
     entry_points={
         "console_scripts": [
             "vggt-quant = vggt_quant_core.cli.main:main",

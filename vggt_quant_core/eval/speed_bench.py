@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import quantize_rows
-from ..kernels.onednn_int8 import amx_int8_missing, cpu_flags
+from ..kernels.cpu_isa import cpu_flags
+from ..kernels.onednn_int8 import amx_int8_missing
 from ..kernels.onednn_verbose import onednn_primitives, onednn_primitives_per_module
 from ..model import VGGT, VGGTConfig
 from ..quant import (QuantConfig, QuantLinear, fuse_residual_epilogues, quantize, quantize_linear, quantized_layers,

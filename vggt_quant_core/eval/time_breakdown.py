@@ -95,7 +95,8 @@ def time_breakdown(run: Callable[[], object], regions: Dict[str, Sequence[nn.Mod
             "op_children": {group: dict(counts) for group, counts in children.items()}}
 
 
-# Operators that are a GEMM (float or low-precision) as the CPU profiler names them.
+# Operators that are a GEMM (float or low-precision) as the CPU profiler names them; the fused AMX op
+# (kernels/amx_int8.py) includes its per-token quantization and its epilogue.
 GEMM_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul", "aten::_int_mm", "aten::_scaled_mm",
-            "onednn::qlinear_pointwise", "aten::_weight_int8pack_mm")
+            "onednn::qlinear_pointwise", "aten::_weight_int8pack_mm", "vggtq::amx_int8_linear")
 SDPA_OPS = ("aten::scaled_dot_product_attention",)

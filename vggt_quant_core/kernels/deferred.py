@@ -2,7 +2,10 @@
 ``residual +`` run in the same pass (one read of the GEMM output, one write of the sum).
 
 ``PendingEpilogue`` holds what an integer backend's GEMM produced (accumulator [M, N], per-token and
-per-channel scales, bias, output dtype and shape). ``DeferredOutput`` wraps it as the layer's output: it
+per-channel scales, bias, output dtype and shape); a backend whose kernel runs the epilogue itself returns
+its own pending object with the same ``shape``, ``finish()`` and ``finish_residual(scale, residual)`` (e.g.
+``amx_int8.PendingLinear``, which runs nothing until then). ``DeferredOutput`` wraps either as the layer's
+output: it
 is not a tensor, and every use of it computes the output, exactly as the epilogue would have, except
 
 - ``out * v`` with ``v`` a tensor of shape [N] (a per-channel scale such as LayerScale's gamma): recorded,

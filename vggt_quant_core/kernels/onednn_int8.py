@@ -24,11 +24,11 @@ prepacked copy (+1 byte per weight; W4 weights are unpacked to int8 once, then p
 import functools
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 
+from .cpu_isa import amx_int8_unavailable
 from .deferred import PendingEpilogue
 from .elementwise import quantize_rows
 from .int_mm import weight_codes_int8
@@ -49,18 +49,6 @@ def onednn_qlinear_missing() -> Optional[str]:
     return None
 
 
-def cpu_flags() -> Optional[set]:
-    """The CPU feature flags of /proc/cpuinfo (Linux), or None where they cannot be read."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return None
-
-
 @functools.lru_cache(maxsize=None)
 def amx_int8_missing() -> Optional[str]:
     """None if oneDNN can run AMX int8 GEMMs in this process, else why not (cached: the hardware does not
@@ -68,18 +56,10 @@ def amx_int8_missing() -> Optional[str]:
     missing = onednn_qlinear_missing()
     if missing:
         return missing
-    flags = cpu_flags()
-    if flags is None:
-        return "CPU flags cannot be read (no /proc/cpuinfo), so AMX cannot be detected"
-    if "amx_int8" not in flags or "amx_tile" not in flags:
-        return "this CPU has no AMX-INT8 (no amx_int8/amx_tile flags in /proc/cpuinfo)"
     cap = os.environ.get(ISA_CAP_ENV, "")
     if cap and "AMX" not in cap.upper() and cap.upper() not in ("ALL", "DEFAULT"):
         return f"{ISA_CAP_ENV}={cap} keeps oneDNN off AMX"
-    init_amx = getattr(torch.cpu, "_init_amx", None)  # asks Linux for the AMX tile state (arch_prctl)
-    if init_amx is not None and not init_amx():
-        return "the OS does not grant this process the AMX tile state"
-    return None
+    return amx_int8_unavailable()
 
 
 @dataclass

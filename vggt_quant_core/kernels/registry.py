@@ -117,7 +117,9 @@ class LinearBackend:
 
     def gemm(self, state: Any, x: torch.Tensor, out_dtype: torch.dtype,
              divisor: Optional[torch.Tensor] = None) -> PendingEpilogue:
-        """``forward`` up to its epilogue (for backends that run the epilogue as a separate pass)."""
+        """``forward`` up to its epilogue: a ``PendingEpilogue`` (backends that run the epilogue as a separate
+        pass), or an object with its ``shape``, ``finish()`` and ``finish_residual(scale, residual)`` (backends
+        whose kernel takes the consumer's residual add, see ``deferred``)."""
         raise NotImplementedError(f"{self.name} fuses its epilogue into its kernel")
 
     @property

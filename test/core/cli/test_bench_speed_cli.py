@@ -5,7 +5,8 @@ import json
 import pytest
 
 from vggt_quant_core.cli.main import main
-from vggt_quant_core.kernels import onednn_int8
+from vggt_quant_core.kernels import amx_int8, onednn_int8
+from vggt_quant_core.kernels.amx_int8 import amx_fused_missing
 from vggt_quant_core.kernels.onednn_int8 import amx_int8_missing
 
 
@@ -13,6 +14,7 @@ from vggt_quant_core.kernels.onednn_int8 import amx_int8_missing
 def cpu_without_amx(monkeypatch):
     """``auto`` as on CPUs without AMX (cpu-int8)."""
     monkeypatch.setattr(onednn_int8, "amx_int8_missing", lambda: "AMX hidden by the test")
+    monkeypatch.setattr(amx_int8, "amx_fused_missing", lambda: "AMX hidden by the test")
 
 
 def _run(tmp_path, *args):
@@ -42,17 +44,24 @@ def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_am
     assert "all 192 aggregator Linears" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(amx_int8_missing() is not None, reason=str(amx_int8_missing()))
+@pytest.mark.skipif(amx_int8_missing() is not None or amx_fused_missing() is not None,
+                    reason=str(amx_int8_missing() or amx_fused_missing()))
 def test_amx_cpus_run_the_amx_backend_and_report_its_kernel_and_bf16_ratios(tmp_path, capsys):
     report = _run(tmp_path, "--parts", "linears", "--frames", "1", "--image", "28x28", "--methods", "rtn",
-                  "--bits", "w8a8,w4a4", "--float-parts", "fp32,bf16", "--fused-residual", "both")
+                  "--bits", "w8a8,w4a4", "--float-parts", "fp32,bf16", "--fused-residual", "both",
+                  "--backend", "auto,cpu-amx-int8")
     fc1 = report["linears"]["per_shape"]["mlp.fc1"]
-    quantized = ("rtn-w8a8", "rtn-w4a4", "rtn-w8a8 + bf16 autocast", "rtn-w4a4 + bf16 autocast")
-    assert fc1["backends"] == {name: "cpu-amx-int8" for name in quantized}
+    fused = ("rtn-w8a8", "rtn-w4a4", "rtn-w8a8 + bf16 autocast", "rtn-w4a4 + bf16 autocast")
+    onednn = tuple(name.replace("rtn-w8a8", "rtn-w8a8 [cpu-amx-int8]").replace("rtn-w4a4", "rtn-w4a4 [cpu-amx-int8]")
+                   for name in fused)
+    assert fc1["backends"] == {**{name: "cpu-amx-int8-fused" for name in fused},
+                               **{name: "cpu-amx-int8" for name in onednn}}
     kernels = fc1["onednn_kernels"]
     assert kernels["fp32"] == [] and kernels["int8 GEMM only"] == ["gemm_api"]  # MKL; oneDNN's VNNI gemm
-    for name in ("bf16", "int8 AMX GEMM only", *quantized):
+    for name in ("bf16", "int8 AMX GEMM only", *onednn):
         assert len(kernels[name]) == 1 and "_amx" in kernels[name][0], name
+    for name in fused:  # our own AMX kernel: no oneDNN primitive
+        assert kernels[name] == [], name
     assert fc1["speedup_vs_bf16"]["bf16"] == 1.0 and "rtn-w8a8" in fc1["speedup_vs_bf16"]
     assert report["linears"]["aggregator_linears"]["speedup_vs_bf16"]["bf16"] == 1.0
     assert "x bf16" in capsys.readouterr().out

@@ -8,13 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vggt_quant_core.kernels.amx_int8 import PendingLinear
 from vggt_quant_core.kernels.deferred import DeferredOutput, PendingEpilogue
 from vggt_quant_core.model import VGGT
 from vggt_quant_core.presets import get_preset
 from vggt_quant_core.quant import QuantConfig, QuantLinear, QuantSpec, fuse_residual_epilogues, quantize
 from vggt_quant_core.quant.transforms import InputTransform
 
-BACKENDS = ["cpu-int8", "cpu-amx-int8"]
+BACKENDS = ["cpu-int8", "cpu-amx-int8", "cpu-amx-int8-fused"]
 
 
 def _layer(backend):
@@ -87,9 +88,9 @@ def test_a_quantized_vggt_with_fused_residual_epilogues_gives_the_same_outputs(m
     assert fuse_residual_epilogues(fused) == 2 * 2 * len(model.aggregator.frame_blocks)  # proj, fc2 per block
     images = torch.rand(1, 2, 3, 28, 42)
     fused_adds = []
-    finish_residual = PendingEpilogue.finish_residual
-    monkeypatch.setattr(PendingEpilogue, "finish_residual",
-                        lambda self, *args: fused_adds.append(1) or finish_residual(self, *args))
+    for pending in (PendingEpilogue, PendingLinear):  # the separate epilogue, or the fused AMX kernel's
+        monkeypatch.setattr(pending, "finish_residual", lambda self, *args, original=pending.finish_residual:
+                            fused_adds.append(1) or original(self, *args))
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected, _ = model.aggregator(images)
         assert not fused_adds

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from vggt_quant_core.kernels import onednn_int8, pack_int4, quantize_rows, registry
+from vggt_quant_core.kernels import amx_int8, cpu_isa, onednn_int8, pack_int4, quantize_rows, registry
 from vggt_quant_core.kernels.onednn_int8 import CPU_AMX_INT8, amx_int8_missing, onednn_qlinear_missing
 from vggt_quant_core.kernels.onednn_verbose import onednn_primitives, parse_verbose
 from vggt_quant_core.kernels.registry import LinearSpec, QuantizedWeights, select_backend
@@ -94,8 +94,9 @@ def _frozen_layer(w_spec, a_spec, transform):
 @needs_amx
 @pytest.mark.parametrize("transform", ["none", "dsfq"])
 @pytest.mark.parametrize("bits", [(8, 8), (4, 8), (4, 4)])
-def test_auto_picks_amx_and_equals_the_reference(bits, transform):
+def test_it_equals_the_reference(bits, transform):
     layer = _frozen_layer(QuantSpec(bits[0]), QuantSpec(bits[1], granularity="per_token"), transform)
+    layer.backend = CPU_AMX_INT8.name  # auto prefers the fused kernel (test_amx_int8.py)
     x = torch.randn(2, 37, 64) * torch.linspace(0.1, 5, 64)
     with torch.no_grad():
         y = layer(x)
@@ -109,6 +110,7 @@ def test_auto_picks_amx_and_equals_the_reference(bits, transform):
 @needs_amx
 def test_the_gemm_runs_on_amx_and_bf16_outputs_match():
     layer = _frozen_layer(QuantSpec(8), QuantSpec(8, granularity="per_token"), "none")
+    layer.backend = CPU_AMX_INT8.name
     x = torch.randn(50, 64)
     with torch.no_grad():
         layer(x)  # prepare (the weight reorder) outside the traced call
@@ -142,7 +144,8 @@ def test_prepacked_weight_is_counted_and_never_saved():
 def test_cpus_without_amx_get_a_reason_and_cpu_int8(monkeypatch, caplog, flags, env, why):
     if onednn_qlinear_missing() is not None:
         pytest.skip(onednn_qlinear_missing())
-    monkeypatch.setattr(onednn_int8, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(cpu_isa, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(amx_int8, "amx_fused_missing", lambda: "AMX hidden by the test")
     monkeypatch.setenv(onednn_int8.ISA_CAP_ENV, env)
     monkeypatch.setattr(registry, "_LOGGED", set())
     amx_int8_missing.cache_clear()

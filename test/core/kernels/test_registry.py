@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from vggt_quant_core.kernels import cutlass_int, onednn_int8, triton_int
+from vggt_quant_core.kernels import amx_int8, cutlass_int, onednn_int8, triton_int
 from vggt_quant_core.kernels.registry import LinearSpec, backends, register_backend, select_backend
 
 CUDA = torch.device("cuda")
@@ -17,6 +17,7 @@ W4A4 = LinearSpec(1024, 3072, w_bits=4, a_bits=4, w_packed=True)
 def cpu_without_amx(monkeypatch):
     """The CPU expectations here are those of CPUs without AMX (cpu-int8); test_onednn_int8.py covers AMX."""
     monkeypatch.setattr(onednn_int8, "amx_int8_missing", lambda: "AMX hidden by the test")
+    monkeypatch.setattr(amx_int8, "amx_fused_missing", lambda: "AMX hidden by the test")
 
 
 @pytest.fixture
