@@ -15,6 +15,7 @@ import torch
 from .geometry import pose_encoding_to_extri_intri, unproject_depth_map_to_point_map
 from .model import VGGT
 from .model.loading import low_precision_parameter_names
+from .quant import fuse_residual_epilogues
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 POINT_SOURCES = ("depth", "pointmap")
@@ -59,7 +60,10 @@ def resolve_precision(precision: str, model: VGGT, device: torch.device) -> torc
 
 def run_vggt(model: VGGT, images: torch.Tensor, precision: str = "auto",
              query_points: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-    """Forward pass without autograd; images [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]."""
+    """Forward pass without autograd; images [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]. A quantized model's
+    attn.proj/mlp.fc2 epilogues run fused with their LayerScale + residual add (``fuse_residual_epilogues``:
+    the same outputs, one pass fewer per layer; inference only, so set here)."""
+    fuse_residual_epilogues(model)
     device = next(model.parameters()).device
     dtype = resolve_precision(precision, model, device)
     images = images.to(device=device, dtype=torch.float32)

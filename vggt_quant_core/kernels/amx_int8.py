@@ -7,11 +7,16 @@ VGGT's shapes cost as much as the GEMM. This kernel quantizes a panel of rows in
 multiplies it with the whole weight on AMX tiles and finishes each accumulator block in L1, so the
 activations are read once and the output written once (``benchmarks/RESULTS.md`` has the timings).
 
-Numerics are those of the other integer backends, exactly: the codes and scales of
+Without a rotation, numerics are those of the other integer backends, exactly: the codes and scales of
 ``elementwise.quantize_per_token``, exact int32 sums, and ``dequantize_output``'s rounding (tested). The
 epilogue can also take the consumer's LayerScale and residual add (``residual + gamma * y``, with the
 rounding of the separate ops): ``gemm`` returns a ``PendingLinear`` that the layer's ``DeferredOutput``
 finishes with or without them, so a residual add costs no pass of its own.
+
+A leading random Hadamard rotation of a power-of-two size (QuaRot's and DSFQ's online one, ``fuses_rotation``)
+is applied in the same pass too, as a float32 fast Walsh-Hadamard transform of each row while it is in L1
+(``QuantLinear`` hands over the sign vector instead of rotating): equal to ``kernels.hadamard``'s rotation up to
+float rounding, and in float32 even for bfloat16 inputs (where the separate rotation runs in bfloat16).
 
 The C++ source is compiled on first use by ``torch.utils.cpp_extension.load`` (g++ with AMX support, and
 ninja; about 30 s once, cached by torch afterwards). Where the CPU lacks AMX-INT8 or AVX512-BF16, the OS
@@ -47,7 +52,7 @@ def _build() -> Tuple[Optional[Callable], Optional[str]]:
     try:
         from torch.utils.cpp_extension import load
 
-        log.info("building the AMX int8 Linear kernel (once; about 30 s)")
+        log.info("loading the AMX int8 Linear kernel (compiled on the first use on a machine: about 30 s)")
         load(name="vggtq_amx_int8", sources=[str(SOURCE)], extra_cflags=CFLAGS, extra_ldflags=["-fopenmp"],
              is_python_module=False)
         return torch.ops.vggtq.amx_int8_linear, None
@@ -110,15 +115,16 @@ class PendingLinear:
     residual add inside (see ``deferred.DeferredOutput``)."""
 
     state: AmxInt8State
-    x: torch.Tensor                  # [M, K] float32 or bfloat16, contiguous
-    divisor: Optional[torch.Tensor]  # float32 [K]
+    x: torch.Tensor                   # [M, K] float32 or bfloat16, contiguous
+    rotation: Optional[torch.Tensor]  # float32 [K]: signs / sqrt(K) of a random Hadamard rotation to apply first
+    divisor: Optional[torch.Tensor]   # float32 [K]
     out_dtype: torch.dtype
     shape: Tuple[int, ...]
 
     def _run(self, out_dtype: torch.dtype, scale: Optional[torch.Tensor] = None,
              residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         s = self.state
-        return amx_int8_linear()(self.x, self.divisor, s.packed_weight, s.w_scale, s.bias, s.out_features,
+        return amx_int8_linear()(self.x, self.rotation, self.divisor, s.packed_weight, s.w_scale, s.bias, s.out_features,
                                  float(s.a_qmax), s.act_clip, out_dtype, scale, residual)
 
     def finish(self) -> torch.Tensor:
@@ -143,6 +149,7 @@ class PendingLinear:
 class AmxInt8FusedBackend(LinearBackend):
     name = "cpu-amx-int8-fused"
     priority = 120  # above cpu-amx-int8 (110): no separate quantization and dequant passes (module docstring)
+    fuses_rotation = True
 
     def supports(self, spec: LinearSpec, device: torch.device, capability: Capability) -> Optional[str]:
         if device.type != "cpu":
@@ -157,13 +164,22 @@ class AmxInt8FusedBackend(LinearBackend):
                             a_qmax=(1 << (spec.a_bits - 1)) - 1, act_clip=float(weights.act_clip),
                             in_features=spec.in_features, out_features=n)
 
+    def forward(self, state: AmxInt8State, x: torch.Tensor, out_dtype: torch.dtype,
+                divisor: Optional[torch.Tensor] = None, rotation: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.gemm(state, x, out_dtype, divisor, rotation).finish()
+
     def gemm(self, state: AmxInt8State, x: torch.Tensor, out_dtype: torch.dtype,
-             divisor: Optional[torch.Tensor] = None) -> PendingLinear:
+             divisor: Optional[torch.Tensor] = None, rotation: Optional[torch.Tensor] = None) -> PendingLinear:
+        """``rotation`` [K] (signs / sqrt(K), K a power of two >= 16): x is still to be rotated,
+        (x * rotation) @ H_K, before the division by ``divisor`` and the quantization."""
         rows = x.reshape(-1, state.in_features)
         if rows.dtype not in FLOAT_TYPES:
             rows = rows.float()
-        return PendingLinear(state, rows.contiguous(), None if divisor is None else divisor.float().contiguous(),
-                             out_dtype, (*x.shape[:-1], state.out_features))
+
+        def vector(v):
+            return None if v is None else v.float().contiguous()
+        return PendingLinear(state, rows.contiguous(), vector(rotation), vector(divisor), out_dtype,
+                             (*x.shape[:-1], state.out_features))
 
 
 CPU_AMX_INT8_FUSED = register_backend(AmxInt8FusedBackend())

@@ -102,6 +102,7 @@ class LinearBackend:
     name = ""
     priority = 0
     auto_selectable = True
+    fuses_rotation = False  # forward/gemm take rotation= (a leading random Hadamard, applied in the kernel)
 
     def supports(self, spec: LinearSpec, device: torch.device, capability: Capability) -> Optional[str]:
         raise NotImplementedError

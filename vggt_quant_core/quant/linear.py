@@ -37,7 +37,7 @@ from ..kernels.deferred import DeferredOutput
 from ..kernels.registry import (LinearBackend, LinearSpec, QuantizedWeights, device_capability, get_backend,
                                 select_backend)
 from .quantizers import ActQuantizer, QuantSpec, WeightQuantizer, dequantize, quantize_codes
-from .transforms import ChannelScale, InputTransform
+from .transforms import ChannelScale, InputTransform, RandomHadamard
 
 AUTO, REFERENCE = "auto", "reference"
 BACKEND_ENV = "VGGTQ_BACKEND"  # default backend of new layers (tests, benchmarks)
@@ -246,10 +246,29 @@ class QuantLinear(nn.Module):
             return self._reference_forward(x)
         self._active_backend = kernel.backend.name
         out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        x, divisor = self._transform_for_backend(x)
+        rotation = self._fusable_rotation() if kernel.backend.fuses_rotation else None
+        if rotation is not None:  # the backend rotates, then divides by the trailing smoothing, if any
+            x, divisor, extra = x, self._trailing_divisor(), {"rotation": rotation}
+        else:
+            (x, divisor), extra = self._transform_for_backend(x), {}
         if self.defer_epilogue and kernel.backend.separate_epilogue:
-            return DeferredOutput(kernel.backend.gemm(kernel.state, x, out_dtype, divisor))
-        return kernel.backend.forward(kernel.state, x, out_dtype, divisor)
+            return DeferredOutput(kernel.backend.gemm(kernel.state, x, out_dtype, divisor, **extra))
+        return kernel.backend.forward(kernel.state, x, out_dtype, divisor, **extra)
+
+    def _fusable_rotation(self) -> Optional[torch.Tensor]:
+        """signs / sqrt(n) [n] float32 when the transform is a random Hadamard rotation of a power-of-two size
+        (optionally followed by a smoothing step), which a ``fuses_rotation`` backend applies itself."""
+        steps = self.transform.steps
+        if not len(steps) or steps[0].kind != RandomHadamard.kind or not steps[0].fast:
+            return None
+        n = steps[0].n
+        if n < 16 or n & (n - 1) or len(steps) > 2 or (len(steps) == 2 and steps[1].kind != ChannelScale.kind):
+            return None
+        return steps[0].signs.float() * n ** -0.5
+
+    def _trailing_divisor(self) -> Optional[torch.Tensor]:
+        steps = self.transform.steps
+        return steps[-1].scale.float() if steps[-1].kind == ChannelScale.kind else None
 
     def _transform_for_backend(self, x: torch.Tensor):
         """(T(x), None), or (T(x) before a trailing smoothing step, its divisor c): the backend then fuses

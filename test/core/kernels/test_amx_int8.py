@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from vggt_quant_core.kernels import amx_int8, cpu_isa, onednn_int8, registry
+from vggt_quant_core.kernels import amx_int8, cpu_isa, hadamard_matrix, onednn_int8, registry
 from vggt_quant_core.kernels.amx_int8 import CPU_AMX_INT8_FUSED, amx_fused_missing, amx_int8_linear, pack_weight
 from vggt_quant_core.kernels.elementwise import dequantize_output, dequantize_output_residual, quantize_per_token
 from vggt_quant_core.kernels.registry import LinearSpec, QuantizedWeights, select_backend
@@ -88,6 +88,40 @@ def test_codes_round_half_to_even_at_and_next_to_ties():
     assert torch.equal(y, codes.float() * scale)
 
 
+def _identity_layer(k):
+    """An identity weight: the layer returns each activation code times its row scale."""
+    weights = QuantizedWeights(qweight=torch.eye(k, dtype=torch.int8), w_scale=torch.ones(k, 1), w_zero=None,
+                               bias=None, act_clip=torch.tensor(1.0))
+    return CPU_AMX_INT8_FUSED.prepare(weights, LinearSpec(k, k, 8, 8)), weights
+
+
+@needs_kernel
+@pytest.mark.parametrize("k", [16, 64, 1024, 4096])
+@pytest.mark.parametrize("in_dtype", [torch.float32, torch.bfloat16])
+def test_the_fused_rotation_is_the_random_hadamard_transform_up_to_float_rounding(k, in_dtype):
+    generator = torch.Generator().manual_seed(k)
+    x = (torch.randn(64, k, generator=generator) * torch.rand(64, 1, generator=generator) * 4).to(in_dtype)
+    x[:, 5] *= 50  # outliers, which the rotation spreads over all channels
+    signs = torch.randint(0, 2, (k,), generator=generator).float() * 2 - 1
+    divisor = torch.rand(k, generator=generator) + 0.5
+    rotated = (x.double() * signs.double()) @ hadamard_matrix(k)  # float64 truth (the matrix is H_k / sqrt(k))
+    expected_codes, expected_scale = quantize_per_token((rotated / divisor.double()).float(), 127, torch.tensor(1.0))
+    state, _ = _identity_layer(k)
+    y = CPU_AMX_INT8_FUSED.forward(state, x, torch.float32, divisor, rotation=signs * k ** -0.5)
+    scale = y.abs().amax(dim=1, keepdim=True) / 127  # the row maximum is code +-127
+    assert torch.allclose(scale, expected_scale, rtol=1e-5)
+    codes = torch.round(y / scale)
+    differing = codes != expected_codes.float()
+    assert (codes - expected_codes.float()).abs().max() <= 1 and differing.float().mean() < 1e-3  # ties only
+
+
+@needs_kernel
+def test_a_rotation_needs_a_power_of_two_size():
+    state, _ = _identity_layer(48)
+    with pytest.raises(RuntimeError, match="power of two"):
+        CPU_AMX_INT8_FUSED.forward(state, torch.randn(4, 48), torch.float32, rotation=torch.ones(48))
+
+
 @needs_kernel
 @pytest.mark.parametrize("out_dtype,residual_dtype,with_scale", [
     (torch.float32, torch.float32, True), (torch.bfloat16, torch.float32, True), (torch.bfloat16, torch.float32, False),
@@ -113,13 +147,13 @@ def test_bad_kernel_arguments_are_named():
     state = CPU_AMX_INT8_FUSED.prepare(weights, spec)
     linear = amx_int8_linear()
     with pytest.raises(RuntimeError, match="does not match"):
-        linear(x[:, :64].contiguous(), None, state.packed_weight, state.w_scale, None, 64, 127.0, 1.0,
+        linear(x[:, :64].contiguous(), None, None, state.packed_weight, state.w_scale, None, 64, 127.0, 1.0,
                torch.float32, None, None)
     with pytest.raises(RuntimeError, match="residual must be"):
-        linear(x, None, state.packed_weight, state.w_scale, None, 64, 127.0, 1.0, torch.float32, None,
+        linear(x, None, None, state.packed_weight, state.w_scale, None, 64, 127.0, 1.0, torch.float32, None,
                torch.zeros(8, 32))
     with pytest.raises(RuntimeError, match="float32 or bfloat16"):
-        linear(x.half(), None, state.packed_weight, state.w_scale, None, 64, 127.0, 1.0, torch.float32, None, None)
+        linear(x.half(), None, None, state.packed_weight, state.w_scale, None, 64, 127.0, 1.0, torch.float32, None, None)
 
 
 def _frozen_layer(w_bits, a_bits, transform, features=128):

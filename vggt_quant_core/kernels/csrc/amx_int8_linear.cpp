@@ -11,7 +11,9 @@
 // Exactness (tested against kernels/elementwise.py): the codes and scales are those of quantize_per_token
 // (IEEE division, round half to even, its operation order), the int32 sums are exact, and the epilogue
 // rounds as dequantize_output / dequantize_output_residual: ((acc * a_scale) * w_scale) + bias, rounded to
-// the layer's output dtype, then residual + y * layer_scale. Built with -ffp-contract=off (no FMA).
+// the layer's output dtype, then residual + y * layer_scale. Built with -ffp-contract=off (no FMA). A fused
+// random Hadamard rotation (QuaRot's and DSFQ's online one) runs in float32 as an in-register fast
+// Walsh-Hadamard transform: the same rotation as kernels/hadamard.py up to float rounding, not bit for bit.
 //
 // Layouts. Weight (pack_weight in amx_int8.py): [N/16][K/64][16][64] int8, the VNNI layout of an AMX B tile:
 // row r of the tile of column block n and depth block k holds, for each of its 16 columns c,
@@ -95,15 +97,59 @@ inline __m512 round_quotient(__m512 v, __m512 scale, __m512 reciprocal, bool div
   return q;
 }
 
-// One row x [K] (divided by `divisor` first, if given) -> its scale, and its int8 codes in the A-tile layout
-// (`codes` points at the row's first 64 bytes; depth blocks are kTileSize apart; zeros past K).
+// One butterfly level within a vector: lanes i and i + h (h < 16) become a + b and a - b.
+inline __m512 butterfly(__m512 v, __m512 partner, __mmask16 upper) {
+  return _mm512_mask_sub_ps(_mm512_add_ps(v, partner), upper, partner, v);
+}
+
+// v [n] <- v @ H_n (Sylvester order, unnormalised) in place, n a power of two >= 16: two levels per pass
+// over the row while the stride is >= 16 lanes, then the four levels inside each vector.
+void hadamard_in_place(float* v, int64_t n) {
+  int64_t h = 16;
+  for (; 4 * h <= n; h *= 4)
+    for (int64_t i = 0; i < n; i += 4 * h)
+      for (int64_t j = i; j < i + h; j += 16) {
+        __m512 a = _mm512_loadu_ps(v + j), b = _mm512_loadu_ps(v + j + h);
+        __m512 c = _mm512_loadu_ps(v + j + 2 * h), d = _mm512_loadu_ps(v + j + 3 * h);
+        __m512 s0 = _mm512_add_ps(a, b), d0 = _mm512_sub_ps(a, b), s1 = _mm512_add_ps(c, d), d1 = _mm512_sub_ps(c, d);
+        _mm512_storeu_ps(v + j, _mm512_add_ps(s0, s1));
+        _mm512_storeu_ps(v + j + h, _mm512_add_ps(d0, d1));
+        _mm512_storeu_ps(v + j + 2 * h, _mm512_sub_ps(s0, s1));
+        _mm512_storeu_ps(v + j + 3 * h, _mm512_sub_ps(d0, d1));
+      }
+  if (2 * h <= n)
+    for (int64_t i = 0; i < n; i += 2 * h)
+      for (int64_t j = i; j < i + h; j += 16) {
+        __m512 a = _mm512_loadu_ps(v + j), b = _mm512_loadu_ps(v + j + h);
+        _mm512_storeu_ps(v + j, _mm512_add_ps(a, b));
+        _mm512_storeu_ps(v + j + h, _mm512_sub_ps(a, b));
+      }
+  for (int64_t i = 0; i < n; i += 16) {
+    __m512 x = _mm512_loadu_ps(v + i);
+    x = butterfly(x, _mm512_shuffle_f32x4(x, x, 0x4E), 0xFF00);  // h = 8: swap 256-bit halves
+    x = butterfly(x, _mm512_shuffle_f32x4(x, x, 0xB1), 0xF0F0);  // h = 4: swap 128-bit lanes
+    x = butterfly(x, _mm512_permute_ps(x, 0x4E), 0xCCCC);        // h = 2
+    x = butterfly(x, _mm512_permute_ps(x, 0xB1), 0xAAAA);        // h = 1
+    _mm512_storeu_ps(v + i, x);
+  }
+}
+
+// One row x [K] -> its scale, and its int8 codes in the A-tile layout (`codes` points at the row's first 64
+// bytes; depth blocks are kTileSize apart; zeros past K). With `rotation` [K] (signs / sqrt(K), K a power of
+// two) x is first rotated, (x * rotation) @ H_K, as the random Hadamard transform does; with `divisor` [K]
+// then divided by it.
 template <typename In>
-float quantize_row(const In* x, const float* divisor, int64_t k, int64_t k_padded, float qmax, float clip,
-                   float* scratch, int8_t* codes) {
+float quantize_row(const In* x, const float* rotation, const float* divisor, int64_t k, int64_t k_padded,
+                   float qmax, float clip, float* scratch, int8_t* codes) {
+  if (rotation) {
+    for (int64_t i = 0; i < k; i += 16)
+      _mm512_storeu_ps(scratch + i, _mm512_mul_ps(load_floats(x + i, 0xFFFF), _mm512_loadu_ps(rotation + i)));
+    hadamard_in_place(scratch, k);
+  }
   __m512 absmax = _mm512_setzero_ps();
   for (int64_t i = 0; i < k; i += 16) {
     const __mmask16 mask = tail_mask(k - i);
-    __m512 v = load_floats(x + i, mask);
+    __m512 v = rotation ? _mm512_loadu_ps(scratch + i) : load_floats(x + i, mask);
     if (divisor) v = _mm512_div_ps(v, _mm512_mask_loadu_ps(_mm512_set1_ps(1.f), mask, divisor + i));
     _mm512_mask_storeu_ps(scratch + i, mask, v);
     absmax = _mm512_max_ps(absmax, _mm512_abs_ps(v));
@@ -125,6 +171,7 @@ float quantize_row(const In* x, const float* divisor, int64_t k, int64_t k_padde
 struct Problem {
   int64_t m, k, n, k_padded, n_padded;
   float qmax, clip;
+  const float* rotation;     // [K] or null: signs / sqrt(K) of a leading random Hadamard transform
   const float* divisor;      // [K] or null
   const int8_t* weight;      // packed, see the header
   const float* w_scale;      // [N]
@@ -148,8 +195,8 @@ void linear_rows(const Problem& p, const In* x, const Out* residual, Out* out, i
     for (int64_t r = 0; r < rows_padded; ++r) {
       int8_t* row_codes = codes.data() + (r / kTileRows) * k_blocks * kTileSize + (r % kTileRows) * kTileBytes;
       if (r < rows) {
-        scales[r] = quantize_row(x + (m0 + r) * p.k, p.divisor, p.k, p.k_padded, p.qmax, p.clip, scratch.data(),
-                                 row_codes);
+        scales[r] = quantize_row(x + (m0 + r) * p.k, p.rotation, p.divisor, p.k, p.k_padded, p.qmax, p.clip,
+                                 scratch.data(), row_codes);
       } else {
         for (int64_t kb = 0; kb < k_blocks; ++kb) std::memset(row_codes + kb * kTileSize, 0, kTileBytes);
       }
@@ -231,9 +278,11 @@ void check_vector(const c10::optional<torch::Tensor>& v, int64_t n, const char* 
 
 }  // namespace
 
-// x [M, K] float32/bfloat16 -> [M, N]: dequant(Q(x / divisor) @ W^T) + bias in `out_dtype`; with a residual
-// [M, N] (of the result's dtype), residual + that * layer_scale, in the residual's dtype.
-torch::Tensor amx_int8_linear(const torch::Tensor& x, const c10::optional<torch::Tensor>& divisor,
+// x [M, K] float32/bfloat16 -> [M, N]: dequant(Q(R(x) / divisor) @ W^T) + bias in `out_dtype`, R the random
+// Hadamard rotation that `rotation` gives (or none); with a residual [M, N] (of the result's dtype),
+// residual + that * layer_scale, in the residual's dtype.
+torch::Tensor amx_int8_linear(const torch::Tensor& x, const c10::optional<torch::Tensor>& rotation,
+                              const c10::optional<torch::Tensor>& divisor,
                               const torch::Tensor& weight, const torch::Tensor& w_scale,
                               const c10::optional<torch::Tensor>& bias, int64_t n, double qmax, double clip,
                               c10::ScalarType out_dtype, const c10::optional<torch::Tensor>& layer_scale,
@@ -246,6 +295,9 @@ torch::Tensor amx_int8_linear(const torch::Tensor& x, const c10::optional<torch:
   const int64_t k_padded = weight.size(1) * kTileBytes, n_padded = weight.size(0) * kTileRows;
   TORCH_CHECK(k_padded >= x.size(1) && k_padded - x.size(1) < kTileBytes && n_padded >= n && n_padded % kBlock == 0 &&
                   n_padded - n < kBlock, "the packed weight does not match x's K or N");
+  check_vector(rotation, x.size(1), "rotation");
+  const int64_t k = x.size(1);
+  TORCH_CHECK(!rotation || (k >= 16 && (k & (k - 1)) == 0), "a rotation needs K a power of two >= 16, not ", k);
   check_vector(divisor, x.size(1), "divisor");
   check_vector(w_scale, n, "w_scale");
   check_vector(bias, n, "bias");
@@ -260,8 +312,8 @@ torch::Tensor amx_int8_linear(const torch::Tensor& x, const c10::optional<torch:
                 "a bfloat16 residual takes a bfloat16 layer without layer_scale (else the sum is float32)");
   }
   Problem p{x.size(0), x.size(1), n, k_padded, n_padded, (float)qmax, (float)clip,
-            divisor ? divisor->data_ptr<float>() : nullptr, weight.data_ptr<int8_t>(), w_scale.data_ptr<float>(),
-            bias ? bias->data_ptr<float>() : nullptr, layer_scale ? layer_scale->data_ptr<float>() : nullptr,
+            rotation ? rotation->data_ptr<float>() : nullptr, divisor ? divisor->data_ptr<float>() : nullptr,
+            weight.data_ptr<int8_t>(), w_scale.data_ptr<float>(), bias ? bias->data_ptr<float>() : nullptr, layer_scale ? layer_scale->data_ptr<float>() : nullptr,
             out_dtype == torch::kBFloat16};
   auto out = torch::empty({x.size(0), n}, x.options().dtype(result_dtype));
   if (x.size(0) == 0) return out;
@@ -275,7 +327,7 @@ torch::Tensor amx_int8_linear(const torch::Tensor& x, const c10::optional<torch:
 
 // A torch op (torch.ops.vggtq.amx_int8_linear) rather than a Python binding, so that the profiler sees it.
 TORCH_LIBRARY(vggtq, m) {
-  m.def("amx_int8_linear(Tensor x, Tensor? divisor, Tensor weight, Tensor w_scale, Tensor? bias, int n, float qmax, "
+  m.def("amx_int8_linear(Tensor x, Tensor? rotation, Tensor? divisor, Tensor weight, Tensor w_scale, Tensor? bias, int n, float qmax, "
         "float clip, ScalarType out_dtype, Tensor? layer_scale, Tensor? residual) -> Tensor");
 }
 
