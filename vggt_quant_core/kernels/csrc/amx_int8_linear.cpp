@@ -137,10 +137,11 @@ void hadamard_in_place(float* v, int64_t n) {
 // One row x [K] -> its scale, and its int8 codes in the A-tile layout (`codes` points at the row's first 64
 // bytes; depth blocks are kTileSize apart; zeros past K). With `rotation` [K] (signs / sqrt(K), K a power of
 // two) x is first rotated, (x * rotation) @ H_K, as the random Hadamard transform does; with `divisor` [K]
-// then divided by it.
+// then divided by it, or multiplied by `inverse` = 1 / divisor after a rotation (which is not bit-exact
+// anyway; a division per element is the slowest step left).
 template <typename In>
-float quantize_row(const In* x, const float* rotation, const float* divisor, int64_t k, int64_t k_padded,
-                   float qmax, float clip, float* scratch, int8_t* codes) {
+float quantize_row(const In* x, const float* rotation, const float* divisor, const float* inverse, int64_t k,
+                   int64_t k_padded, float qmax, float clip, float* scratch, int8_t* codes) {
   if (rotation) {
     for (int64_t i = 0; i < k; i += 16)
       _mm512_storeu_ps(scratch + i, _mm512_mul_ps(load_floats(x + i, 0xFFFF), _mm512_loadu_ps(rotation + i)));
@@ -150,7 +151,8 @@ float quantize_row(const In* x, const float* rotation, const float* divisor, int
   for (int64_t i = 0; i < k; i += 16) {
     const __mmask16 mask = tail_mask(k - i);
     __m512 v = rotation ? _mm512_loadu_ps(scratch + i) : load_floats(x + i, mask);
-    if (divisor) v = _mm512_div_ps(v, _mm512_mask_loadu_ps(_mm512_set1_ps(1.f), mask, divisor + i));
+    if (inverse) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(mask, inverse + i));
+    else if (divisor) v = _mm512_div_ps(v, _mm512_mask_loadu_ps(_mm512_set1_ps(1.f), mask, divisor + i));
     _mm512_mask_storeu_ps(scratch + i, mask, v);
     absmax = _mm512_max_ps(absmax, _mm512_abs_ps(v));
   }
@@ -186,7 +188,11 @@ void linear_rows(const Problem& p, const In* x, const Out* residual, Out* out, i
                  int64_t panel_rows) {
   const int64_t k_blocks = p.k_padded / kTileBytes;
   std::vector<int8_t> codes(panel_rows * p.k_padded);
-  std::vector<float> scales(panel_rows), scratch(p.k_padded);
+  std::vector<float> scales(panel_rows), scratch(p.k_padded), inverse;
+  if (p.rotation && p.divisor) {
+    inverse.resize(p.k);
+    for (int64_t i = 0; i < p.k; ++i) inverse[i] = 1.f / p.divisor[i];
+  }
   alignas(64) int32_t acc[kBlock * kBlock];
   load_tile_config();
   for (int64_t m0 = m_begin; m0 < m_end; m0 += panel_rows) {
@@ -195,7 +201,8 @@ void linear_rows(const Problem& p, const In* x, const Out* residual, Out* out, i
     for (int64_t r = 0; r < rows_padded; ++r) {
       int8_t* row_codes = codes.data() + (r / kTileRows) * k_blocks * kTileSize + (r % kTileRows) * kTileBytes;
       if (r < rows) {
-        scales[r] = quantize_row(x + (m0 + r) * p.k, p.rotation, p.divisor, p.k, p.k_padded, p.qmax, p.clip,
+        scales[r] = quantize_row(x + (m0 + r) * p.k, p.rotation, p.divisor,
+                                 inverse.empty() ? nullptr : inverse.data(), p.k, p.k_padded, p.qmax, p.clip,
                                  scratch.data(), row_codes);
       } else {
         for (int64_t kb = 0; kb < k_blocks; ++kb) std::memset(row_codes + kb * kTileSize, 0, kTileBytes);
