@@ -16,6 +16,8 @@ $(STAMP): setup.py setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,ros]"
+	@# compiles the CPU AMX kernel now where the CPU has AMX (else says why it is not used); never fails the install
+	@$(PY) -c "from vggt_quant_core.kernels.amx_int8 import amx_fused_missing as m; print('AMX int8 kernel:', m() or 'built')"
 	touch $(STAMP)
 
 # The demo reconstructs through the ROS reconstruct node (rclpy comes with the [ros] extra); without rclpy it

@@ -84,6 +84,9 @@ def add_speed_parser(kinds) -> None:
     speed.add_argument("--fused-residual", default="on", choices=("on", "off", "both"),
                        help="model part: fuse attn.proj/mlp.fc2's dequant epilogue with LayerScale + residual add "
                             "(quant.fuse_residual_epilogues); both: time each quantized config with and without")
+    speed.add_argument("--quantize-dino", default="off", choices=("on", "off", "both"),
+                       help="model part: quantize DINOv2's block Linears too (QuantConfig.include_patch_embed; 96 "
+                            "more in VGGT-1B); both: time each quantized config with and without")
     speed.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median reported)")
     speed.add_argument("--threads", type=int, help="torch threads (default: torch's, here the core count)")
     speed.add_argument("--parts", default="linears,aggregator,model",
@@ -93,6 +96,9 @@ def add_speed_parser(kinds) -> None:
                        help="keep glibc's default malloc thresholds (see kernels/allocator.py)")
     speed.add_argument("--json", type=Path, help="write the report here")
     speed.set_defaults(run=run_speed_command)
+
+
+_ON_OFF_BOTH = {"on": (True,), "off": (False,), "both": (False, True)}
 
 
 def run_speed_command(args: argparse.Namespace) -> int:
@@ -135,8 +141,8 @@ def run_speed_command(args: argparse.Namespace) -> int:
         image = _parse_image("--model-image", args.model_image) if args.model_image else (size, size)
         report["model"] = speed_bench.bench_model(model, description, args.model_frames, image, quant_configs,
                                                   backends, args.repeats, model_parts,
-                                                  float_dtypes, {"on": (True,), "off": (False,),
-                                                                 "both": (False, True)}[args.fused_residual])
+                                                  float_dtypes, _ON_OFF_BOTH[args.fused_residual],
+                                                  _ON_OFF_BOTH[args.quantize_dino])
     if "checkpoint" in parts:
         report["vggt_1b_checkpoint"] = speed_bench.vggt_1b_checkpoint_sizes()
     text = json.dumps(report, indent=1)

@@ -14,6 +14,7 @@ depth). Model part: the whole model and the aggregator alone, on a (small) model
 
 import copy
 import ctypes
+import itertools
 import ctypes.util
 import logging
 import platform
@@ -252,12 +253,13 @@ def part_breakdown(net: VGGT, part: str, run: Callable[[], object]) -> dict:
 
 def bench_model(model: VGGT, description: str, frames: int, image: Tuple[int, int], quant_configs,
                 backends: Sequence[str], repeats: int, parts: Sequence[str] = ("aggregator", "model"),
-                float_dtypes: Sequence[torch.dtype] = (torch.float32,), fused_residual: Sequence[bool] = (True,)
-                ) -> dict:
+                float_dtypes: Sequence[torch.dtype] = (torch.float32,), fused_residual: Sequence[bool] = (True,),
+                dino_linears: Sequence[bool] = (False,)) -> dict:
     """Whole-model and/or aggregator-only forwards (``parts``) of ``model`` in fp32 and bf16 autocast and of
     its quantized copies, each of those with its float parts under every autocast of ``float_dtypes``, and
     with the epilogues of attn.proj/mlp.fc2 fused with LayerScale + residual or not (``fused_residual``:
-    ``quant.fuse_residual_epilogues``; labelled "+ fused residual").
+    ``quant.fuse_residual_epilogues``; labelled "+ fused residual"), and with DINOv2's block Linears
+    quantized too or not (``dino_linears``: ``QuantConfig.include_patch_embed``; labelled "(+ DINO Linears)").
 
     After the timed rounds each variant runs once more, instrumented: its peak memory, which kernel each
     Linear ran (oneDNN verbose) and where the time went (``part_breakdown``, torch.profiler)."""
@@ -266,17 +268,18 @@ def bench_model(model: VGGT, description: str, frames: int, image: Tuple[int, in
     images = torch.rand(frames, 3, height, width)
     calibration = [torch.rand(frames, 3, height, width)]
     models = {"fp32": (model, torch.float32, False), "bf16 autocast": (model, torch.bfloat16, False)}
-    for method, bits in quant_configs:
-        config = QuantConfig(method=method, w_bits=bits[0], a_bits=bits[1])
+    for (method, bits), dino in itertools.product(quant_configs, dino_linears):
+        config = QuantConfig(method=method, w_bits=bits[0], a_bits=bits[1], include_patch_embed=dino)
         quantized = quantize(copy.deepcopy(model), config, calibration_images=calibration,
                              log_fn=lambda message: None)
         for backend in backends:
             net = quantized if len(backends) == 1 else copy.deepcopy(quantized)
             for layer in quantized_layers(net).values():
                 layer.backend = backend
+            name = quant_label(method, bits, backend) + (" (+ DINO Linears)" if dino else "")
             for dtype in float_dtypes:
                 for fused in fused_residual:
-                    label = quantized_variant_label(quant_label(method, bits, backend), dtype)
+                    label = quantized_variant_label(name, dtype)
                     models[label + (" + fused residual" if fused else "")] = (net, dtype, fused)
 
     results = {}

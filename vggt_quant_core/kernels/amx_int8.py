@@ -124,8 +124,8 @@ class PendingLinear:
     def _run(self, out_dtype: torch.dtype, scale: Optional[torch.Tensor] = None,
              residual: Optional[torch.Tensor] = None) -> torch.Tensor:
         s = self.state
-        return amx_int8_linear()(self.x, self.rotation, self.divisor, s.packed_weight, s.w_scale, s.bias, s.out_features,
-                                 float(s.a_qmax), s.act_clip, out_dtype, scale, residual)
+        return amx_int8_linear()(self.x, self.rotation, self.divisor, s.packed_weight, s.w_scale, s.bias,
+                                 s.out_features, float(s.a_qmax), s.act_clip, out_dtype, scale, residual)
 
     def finish(self) -> torch.Tensor:
         if self.out_dtype in FLOAT_TYPES:

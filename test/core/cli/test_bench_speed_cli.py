@@ -95,6 +95,21 @@ def test_aggregator_and_model_parts(tmp_path):
         "rtn-w8a8"]["quantized_layers_fp16_bytes"]
 
 
+def test_dino_linears_quantized_too(tmp_path):
+    report = _run(tmp_path, "--parts", "aggregator", "--model", "vggt-tiny-random", "--model-frames", "1",
+                  "--model-image", "28x42", "--methods", "rtn", "--bits", "w8a8", "--float-parts", "fp32",
+                  "--quantize-dino", "both")
+    kernels = report["model"]["aggregator"]["linear_kernels"]
+    assert set(kernels) == {"fp32", "bf16 autocast", "rtn-w8a8 + fused residual",
+                            "rtn-w8a8 (+ DINO Linears) + fused residual"}
+
+    def quantized(name):
+        return sum(c for k, c in kernels[name].items() if not k.startswith("F.linear"))
+    dino_blocks = 2  # vggt-tiny-random's DINO depth
+    with_dino = quantized("rtn-w8a8 (+ DINO Linears) + fused residual")
+    assert with_dino == quantized("rtn-w8a8 + fused residual") + 4 * dino_blocks
+
+
 def test_bad_arguments_are_one_line_errors(capsys):
     assert main(["bench", "speed", "--parts", "linears,gpu"]) == 2
     assert "--parts takes" in capsys.readouterr().err

@@ -153,7 +153,8 @@ def test_bad_kernel_arguments_are_named():
         linear(x, None, None, state.packed_weight, state.w_scale, None, 64, 127.0, 1.0, torch.float32, None,
                torch.zeros(8, 32))
     with pytest.raises(RuntimeError, match="float32 or bfloat16"):
-        linear(x.half(), None, None, state.packed_weight, state.w_scale, None, 64, 127.0, 1.0, torch.float32, None, None)
+        linear(x.half(), None, None, state.packed_weight, state.w_scale, None, 64, 127.0, 1.0, torch.float32, None,
+               None)
 
 
 def _frozen_layer(w_bits, a_bits, transform, features=128):
