@@ -46,6 +46,8 @@ def add_parser(commands) -> None:
                           help="autocast of the quantized models (the FP model compared with runs in fp32)")
     fidelity.add_argument("--fused-residual", action="store_true",
                           help="fuse attn.proj/mlp.fc2's epilogue with LayerScale + residual (as bench speed does)")
+    fidelity.add_argument("--quantize-dino", action="store_true",
+                          help="quantize DINOv2's block Linears too (QuantConfig.include_patch_embed)")
     fidelity.add_argument("--device", default="auto")
     fidelity.add_argument("--json", type=Path, help="write the report here")
     fidelity.set_defaults(run=run_fidelity_command)
@@ -177,7 +179,7 @@ def run_fidelity_command(args: argparse.Namespace) -> int:
     log.info("fidelity: %s, %d methods x %d bit-widths, %d windows of %d frames", description, len(methods),
              len(bit_pairs), args.windows, args.frames)
     report = run_fidelity(model, methods, bit_pairs, args.frames, args.windows, args.calibration_windows, width,
-                          number_formats, PRECISIONS[args.precision], args.fused_residual)
+                          number_formats, PRECISIONS[args.precision], args.fused_residual, args.quantize_dino)
     report["model"] = description
     text = json.dumps(report, indent=1)
     if args.json:

@@ -53,13 +53,15 @@ def activation_summary(stats: Dict[str, Dict[str, object]], point: str) -> Dict[
 
 def run_fidelity(model: torch.nn.Module, methods: Sequence[str], bit_pairs: Sequence[tuple], frames: int,
                  windows: int, calibration_windows: int, width: int, number_formats: Sequence[str] = ("int",),
-                 autocast_dtype: torch.dtype = torch.float32, fused_residual: bool = False) -> dict:
+                 autocast_dtype: torch.dtype = torch.float32, fused_residual: bool = False,
+                 include_patch_embed: bool = False) -> dict:
     """Quantize copies of ``model`` with every method x bits x number format and compare outputs with the FP
     model. ``e4m3`` (FP8) exists at w8a8 only: other bit-widths run in the integer formats alone. Rows are
     labelled by bits, with the format appended when it is not ``int`` (``w8a8-e4m3``). The quantized models
     run under ``autocast_dtype`` autocast (their float parts, and the Linears' outputs, in that dtype); the
     FP model they are compared with always runs in float32. ``fused_residual``: with
-    ``fuse_residual_epilogues`` (proj/fc2 epilogues fused with LayerScale + residual)."""
+    ``fuse_residual_epilogues`` (proj/fc2 epilogues fused with LayerScale + residual). ``include_patch_embed``:
+    DINOv2's block Linears are quantized too."""
     evaluation = scene_windows(range(HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + windows), frames, width)
     calibration = scene_windows(range(calibration_windows), frames, width)
     device = next(model.parameters()).device
@@ -81,7 +83,8 @@ def run_fidelity(model: torch.nn.Module, methods: Sequence[str], bit_pairs: Sequ
             for number_format in number_formats:
                 if number_format == "e4m3" and (w_bits, a_bits) != (8, 8):
                     continue
-                config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits, number_format=number_format)
+                config = QuantConfig(method=method, w_bits=w_bits, a_bits=a_bits, number_format=number_format,
+                                     include_patch_embed=include_patch_embed)
                 bits = config.label[len(method) + 1:]  # w8a8, or w8a8-e4m3
                 start = time.perf_counter()
                 quantized = quantize(copy.deepcopy(model), config, calibration, log_fn=log.debug)
@@ -101,6 +104,7 @@ def run_fidelity(model: torch.nn.Module, methods: Sequence[str], bit_pairs: Sequ
                         "machine": platform.machine(), "device": str(device), "threads": torch.get_num_threads()},
         "frames": frames, "windows": windows, "calibration_windows": calibration_windows,
         "quantized_autocast": str(autocast_dtype).replace("torch.", ""), "fused_residual": fused_residual,
+        "dino_linears_quantized": include_patch_embed,
         "image_size_hw": list(evaluation[0].shape[-2:]), "outputs": list(FIDELITY_KEYS),
         "results": results, "activation_stats": activation_stats,
     }
