@@ -27,3 +27,21 @@ def rel_to_max(actual: torch.Tensor, reference: torch.Tensor) -> float:
     actual, reference = torch.as_tensor(actual).double(), torch.as_tensor(reference).double()
     assert actual.shape == reference.shape, (tuple(actual.shape), tuple(reference.shape))
     return ((actual - reference).abs().max() / reference.abs().max()).item()
+
+
+def frozen_quant_linear(w_bits: int, a_bits: int, transform: str, in_features: int = 64, out_features: int = 48):
+    """A frozen QuantLinear with per-token activations and no transform ("none") or DSFQ's (random Hadamard
+    + channel smoothing, "dsfq"), seeded."""
+    from torch import nn
+
+    from vggt_quant_core.quant import QuantLinear, QuantSpec
+    from vggt_quant_core.quant.transforms import ChannelScale, InputTransform, RandomHadamard
+
+    torch.manual_seed(0)
+    steps = {"none": [], "dsfq": [RandomHadamard(in_features, 2), ChannelScale(in_features)]}[transform]
+    layer = QuantLinear.from_linear(nn.Linear(in_features, out_features), InputTransform(steps), QuantSpec(w_bits),
+                                    QuantSpec(a_bits, granularity="per_token"))
+    if transform == "dsfq":
+        layer.transform.steps[1].set_scale(torch.rand(in_features) + 0.5)
+    layer.freeze()
+    return layer

@@ -8,12 +8,11 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import frozen_quant_linear
 from vggt_quant_core.kernels import amx_int8, cpu_isa, hadamard_matrix, onednn_int8, registry
 from vggt_quant_core.kernels.amx_int8 import CPU_AMX_INT8_FUSED, amx_fused_missing, amx_int8_linear, pack_weight
 from vggt_quant_core.kernels.elementwise import dequantize_output, dequantize_output_residual, quantize_per_token
 from vggt_quant_core.kernels.registry import LinearSpec, QuantizedWeights, select_backend
-from vggt_quant_core.quant import QuantLinear, QuantSpec
-from vggt_quant_core.quant.transforms import ChannelScale, InputTransform, RandomHadamard
 
 CPU = torch.device("cpu")
 needs_kernel = pytest.mark.skipif(amx_fused_missing() is not None, reason=str(amx_fused_missing()))
@@ -157,35 +156,9 @@ def test_bad_kernel_arguments_are_named():
                None)
 
 
-def _frozen_layer(w_bits, a_bits, transform, features=128):
-    torch.manual_seed(0)
-    steps = {"none": [], "dsfq": [RandomHadamard(features, 2), ChannelScale(features)]}[transform]
-    layer = QuantLinear.from_linear(nn.Linear(features, features), InputTransform(steps), QuantSpec(w_bits),
-                                    QuantSpec(a_bits, granularity="per_token"))
-    if transform == "dsfq":
-        layer.transform.steps[1].set_scale(torch.rand(features) + 0.5)
-    layer.freeze()
-    return layer
-
-
-@needs_kernel
-@pytest.mark.parametrize("transform", ["none", "dsfq"])
-@pytest.mark.parametrize("bits", [(8, 8), (4, 8), (4, 4)])  # W4: unpacked to int8 once; A4: qmax 7
-def test_auto_picks_it_and_it_equals_the_reference(bits, transform):
-    layer = _frozen_layer(*bits, transform)
-    x = torch.randn(2, 37, 128) * torch.linspace(0.1, 5, 128)
-    with torch.no_grad():
-        y = layer(x)
-        assert layer.active_backend == "cpu-amx-int8-fused"
-        layer.backend = "reference"
-        reference = layer(x)
-    # Same codes, exact integer sums: only the float epilogue (and the reference's float GEMM) differ.
-    assert torch.allclose(y, reference, rtol=1e-5, atol=2e-6 * reference.abs().max())
-
-
 @needs_kernel
 def test_a_deferred_residual_block_equals_the_undeferred_one():
-    layer = _frozen_layer(8, 8, "dsfq")
+    layer = frozen_quant_linear(8, 8, "dsfq", 128, 128)
 
     class Block(nn.Module):
         def __init__(self):
@@ -209,23 +182,39 @@ def test_a_deferred_residual_block_equals_the_undeferred_one():
     assert fused_bf16.dtype == torch.float32 and torch.equal(fused_bf16, unfused_bf16)
 
 
-@pytest.mark.parametrize("flags,why", [({"avx512f", "avx512_vnni"}, "no AMX-INT8"),
-                                       ({"amx_tile", "amx_int8", "avx512f"}, "no AVX512-BF16")])
-def test_cpus_without_the_instructions_get_a_reason_and_another_backend(monkeypatch, caplog, flags, why):
-    monkeypatch.setattr(cpu_isa, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(amx_int8, "cpu_flags", lambda: flags)
+ONEDNN, FUSED = onednn_int8.CPU_AMX_INT8, CPU_AMX_INT8_FUSED
+
+
+@pytest.mark.parametrize("flags,isa_cap,reasons,chosen", [
+    (None, "", {FUSED: "cannot be read", ONEDNN: "cannot be read"}, "cpu-int8"),
+    ({"avx512f", "avx512_vnni"}, "", {FUSED: "no AMX-INT8", ONEDNN: "no AMX-INT8"}, "cpu-int8"),
+    ({"amx_tile", "amx_int8", "amx_bf16"}, "AVX512_CORE_VNNI",
+     {FUSED: "no AVX512-BF16", ONEDNN: "keeps oneDNN off AMX"}, "cpu-int8"),
+    ({"amx_tile", "amx_int8", "avx512f"}, "", {FUSED: "no AVX512-BF16"}, "cpu-amx-int8"),
+])
+def test_cpus_without_the_instructions_get_a_reason_and_another_backend(
+        monkeypatch, caplog, flags, isa_cap, reasons, chosen):
+    """Both AMX backends on CPUs (as /proc/cpuinfo shows them) that lack what they need; the OS grant faked."""
+    if onednn_int8.onednn_qlinear_missing() is not None:
+        pytest.skip(onednn_int8.onednn_qlinear_missing())
+    for module in (cpu_isa, amx_int8):
+        monkeypatch.setattr(module, "cpu_flags", lambda: flags)
     monkeypatch.setattr(cpu_isa.torch.cpu, "_init_amx", lambda: True)
-    monkeypatch.setattr(onednn_int8, "amx_int8_missing", lambda: "AMX hidden by the test")
+    monkeypatch.setenv(onednn_int8.ISA_CAP_ENV, isa_cap)
     monkeypatch.setattr(registry, "_LOGGED", set())
-    amx_fused_missing.cache_clear()
+    caches = (amx_fused_missing, onednn_int8.amx_int8_missing)
+    for cache in caches:
+        cache.cache_clear()
     try:
         spec = LinearSpec(1024, 3072, w_bits=8, a_bits=8)
-        assert why in CPU_AMX_INT8_FUSED.supports(spec, CPU, None)
+        for backend, why in reasons.items():
+            assert why in backend.supports(spec, CPU, None), backend.name
         with caplog.at_level(logging.DEBUG, logger=registry.__name__):
-            assert select_backend(spec, CPU).name == "cpu-int8"
-        assert why in caplog.text
+            assert select_backend(spec, CPU).name == chosen
+        assert all(why in caplog.text for why in reasons.values())
     finally:
-        amx_fused_missing.cache_clear()
+        for cache in caches:
+            cache.cache_clear()
 
 
 def test_a_failed_build_is_a_reason_not_a_crash(monkeypatch):

@@ -1,20 +1,19 @@
-"""oneDNN AMX int8 backend against exact integer sums and the fake-quant reference; where ``auto`` picks it,
-and why not elsewhere. The numerics run wherever torch has oneDNN's quantized ops (oneDNN picks VNNI or
-its reference kernel without AMX); the AMX dispatch tests skip on CPUs without AMX-INT8."""
-
-import logging
+"""oneDNN AMX int8 backend against exact integer sums and the fake-quant reference (where ``auto`` picks it
+and why not elsewhere: test_amx_int8.py, with the fused kernel). The numerics run wherever torch has oneDNN's
+quantized ops (oneDNN picks VNNI or its reference kernel without AMX); the AMX dispatch tests skip on CPUs
+without AMX-INT8."""
 
 import pytest
 import torch
-from torch import nn
 
-from vggt_quant_core.kernels import amx_int8, cpu_isa, onednn_int8, pack_int4, quantize_rows, registry
+from helpers import frozen_quant_linear
+from vggt_quant_core.kernels import pack_int4, quantize_rows
+from vggt_quant_core.kernels.amx_int8 import CPU_AMX_INT8_FUSED, amx_fused_missing
 from vggt_quant_core.kernels.onednn_int8 import CPU_AMX_INT8, amx_int8_missing, onednn_qlinear_missing
 from vggt_quant_core.kernels.onednn_verbose import onednn_primitives, parse_verbose
-from vggt_quant_core.kernels.registry import LinearSpec, QuantizedWeights, select_backend
-from vggt_quant_core.quant import QuantLinear, QuantSpec
+from vggt_quant_core.kernels.registry import LinearSpec, QuantizedWeights
+from vggt_quant_core.quant import QuantSpec
 from vggt_quant_core.quant.quantizers import compute_qparams, quantize_to_int
-from vggt_quant_core.quant.transforms import ChannelScale, InputTransform, RandomHadamard
 
 CPU = torch.device("cpu")
 needs_onednn = pytest.mark.skipif(onednn_qlinear_missing() is not None, reason=str(onednn_qlinear_missing()))
@@ -81,35 +80,28 @@ def test_a_bf16_gemm_result_is_the_exact_sum_rounded_and_bf16_outputs_keep_a_flo
     assert ((y.double() - expected).abs() <= 1.01 * 2 ** -8 * expected.abs()).all()  # one bf16 rounding
 
 
-def _frozen_layer(w_spec, a_spec, transform):
-    torch.manual_seed(0)
-    steps = {"none": [], "dsfq": [RandomHadamard(64, 2), ChannelScale(64)]}[transform]
-    layer = QuantLinear.from_linear(nn.Linear(64, 48), InputTransform(steps), w_spec, a_spec)
-    if transform == "dsfq":
-        layer.transform.steps[1].set_scale(torch.rand(64) + 0.5)
-    layer.freeze()
-    return layer
-
-
 @needs_amx
+@pytest.mark.parametrize("backend", ["auto", CPU_AMX_INT8.name])  # auto: the fused kernel where it builds
 @pytest.mark.parametrize("transform", ["none", "dsfq"])
-@pytest.mark.parametrize("bits", [(8, 8), (4, 8), (4, 4)])
-def test_it_equals_the_reference(bits, transform):
-    layer = _frozen_layer(QuantSpec(bits[0]), QuantSpec(bits[1], granularity="per_token"), transform)
-    layer.backend = CPU_AMX_INT8.name  # auto prefers the fused kernel (test_amx_int8.py)
+@pytest.mark.parametrize("bits", [(8, 8), (4, 8), (4, 4)])  # W4: unpacked to int8 once; A4: qmax 7
+def test_the_amx_backends_equal_the_reference(bits, transform, backend):
+    layer = frozen_quant_linear(*bits, transform)
+    layer.backend = backend
     x = torch.randn(2, 37, 64) * torch.linspace(0.1, 5, 64)
     with torch.no_grad():
         y = layer(x)
-        assert layer.active_backend == "cpu-amx-int8"
+        expected = CPU_AMX_INT8.name if backend != "auto" or amx_fused_missing() else CPU_AMX_INT8_FUSED.name
+        assert layer.active_backend == expected
         layer.backend = "reference"
         reference = layer(x)
-    # Same codes, exact integer sums: only the float epilogue (and the reference's float GEMM) differ.
+    # Same codes (up to ties after the fused kernel's own rotation), exact integer sums: only the float
+    # epilogue (and the reference's float GEMM) differ.
     assert torch.allclose(y, reference, rtol=1e-5, atol=2e-6 * reference.abs().max())
 
 
 @needs_amx
 def test_the_gemm_runs_on_amx_and_bf16_outputs_match():
-    layer = _frozen_layer(QuantSpec(8), QuantSpec(8, granularity="per_token"), "none")
+    layer = frozen_quant_linear(8, 8, "none")
     layer.backend = CPU_AMX_INT8.name
     x = torch.randn(50, 64)
     with torch.no_grad():
@@ -127,36 +119,13 @@ def test_the_gemm_runs_on_amx_and_bf16_outputs_match():
 
 @needs_amx
 def test_prepacked_weight_is_counted_and_never_saved():
-    layer = _frozen_layer(QuantSpec(4), QuantSpec(8, granularity="per_token"), "none")
+    layer = frozen_quant_linear(4, 8, "none")
     layer.backend = CPU_AMX_INT8.name
     keys = set(layer.state_dict())
     with torch.no_grad():
         layer(torch.randn(5, 64))
     assert set(layer.state_dict()) == keys
     assert layer.backend_extra_bytes() >= 64 * 48  # the int8 prepacked copy of the int4 weights
-
-
-@pytest.mark.parametrize("flags,env,why", [
-    (None, "", "cannot be read"),
-    ({"avx512f", "avx512_vnni"}, "", "no AMX-INT8"),
-    ({"amx_tile", "amx_int8", "amx_bf16"}, "AVX512_CORE_VNNI", "keeps oneDNN off AMX"),
-])
-def test_cpus_without_amx_get_a_reason_and_cpu_int8(monkeypatch, caplog, flags, env, why):
-    if onednn_qlinear_missing() is not None:
-        pytest.skip(onednn_qlinear_missing())
-    monkeypatch.setattr(cpu_isa, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(amx_int8, "amx_fused_missing", lambda: "AMX hidden by the test")
-    monkeypatch.setenv(onednn_int8.ISA_CAP_ENV, env)
-    monkeypatch.setattr(registry, "_LOGGED", set())
-    amx_int8_missing.cache_clear()
-    try:
-        spec = LinearSpec(1024, 3072, w_bits=8, a_bits=8)
-        assert why in CPU_AMX_INT8.supports(spec, CPU, None)
-        with caplog.at_level(logging.DEBUG, logger=registry.__name__):
-            assert select_backend(spec, CPU).name == "cpu-int8"
-        assert why in caplog.text
-    finally:
-        amx_int8_missing.cache_clear()
 
 
 def test_other_devices_and_formats_are_rejected():
