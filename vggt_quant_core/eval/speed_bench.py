@@ -14,8 +14,8 @@ depth). Model part: the whole model and the aggregator alone, on a (small) model
 
 import copy
 import ctypes
-import itertools
 import ctypes.util
+import itertools
 import logging
 import platform
 import statistics

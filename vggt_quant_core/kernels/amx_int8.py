@@ -75,8 +75,8 @@ def amx_fused_missing() -> Optional[str]:
 
 
 def amx_int8_linear() -> Callable:
-    """The op: (x [M, K], divisor [K]?, packed weight, w_scale [N], bias [N]?, N, qmax, clip, out_dtype,
-    layer_scale [N]?, residual [M, N]?) -> [M, N] (``csrc/amx_int8_linear.cpp``)."""
+    """The op: (x [M, K], rotation [K]?, divisor [K]?, packed weight, w_scale [N], bias [N]?, N, qmax, clip,
+    out_dtype, layer_scale [N]?, residual [M, N]?) -> [M, N] (``csrc/amx_int8_linear.cpp``)."""
     op, reason = _build()
     if op is None:
         raise RuntimeError(reason)

@@ -246,11 +246,7 @@ class QuantLinear(nn.Module):
             return self._reference_forward(x)
         self._active_backend = kernel.backend.name
         out_dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        rotation = self._fusable_rotation() if kernel.backend.fuses_rotation else None
-        if rotation is not None:  # the backend rotates, then divides by the trailing smoothing, if any
-            x, divisor, extra = x, self._trailing_divisor(), {"rotation": rotation}
-        else:
-            (x, divisor), extra = self._transform_for_backend(x), {}
+        x, divisor, extra = self._transform_for_backend(x, kernel.backend.fuses_rotation)
         if self.defer_epilogue and kernel.backend.separate_epilogue:
             return DeferredOutput(kernel.backend.gemm(kernel.state, x, out_dtype, divisor, **extra))
         return kernel.backend.forward(kernel.state, x, out_dtype, divisor, **extra)
@@ -266,21 +262,23 @@ class QuantLinear(nn.Module):
             return None
         return steps[0].signs.float() * n ** -0.5
 
-    def _trailing_divisor(self) -> Optional[torch.Tensor]:
+    def _transform_for_backend(self, x: torch.Tensor, fuses_rotation: bool):
+        """(input, divisor, extra backend arguments). The input is T(x), or T(x) before a trailing smoothing
+        step whose divisor c the backend then fuses into its quantization pass (only in float32, where that
+        division is the reference's exactly). With ``fuses_rotation`` and a fusable random Hadamard rotation,
+        the input is x itself and the rotation goes to the backend as ``rotation``, c in float32."""
         steps = self.transform.steps
-        return steps[-1].scale.float() if steps[-1].kind == ChannelScale.kind else None
-
-    def _transform_for_backend(self, x: torch.Tensor):
-        """(T(x), None), or (T(x) before a trailing smoothing step, its divisor c): the backend then fuses
-        x / c into its quantization pass. Only in float32, where that division is the reference's exactly."""
-        steps = self.transform.steps
-        if not len(steps) or steps[-1].kind != ChannelScale.kind:
-            return self.transform(x), None
+        smoothed = bool(len(steps)) and steps[-1].kind == ChannelScale.kind
+        rotation = self._fusable_rotation() if fuses_rotation else None
+        if rotation is not None:
+            return x, steps[-1].scale.float() if smoothed else None, {"rotation": rotation}
+        if not smoothed:
+            return self.transform(x), None, {}
         x = self.transform(x, upto=len(steps) - 1)
         divisor = steps[-1].scale.to(x.dtype)
         if x.dtype != torch.float32:
-            return x / divisor, None
-        return x, divisor
+            return x / divisor, None, {}
+        return x, divisor, {}
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fake quantization in float: the correctness oracle for every real backend."""
