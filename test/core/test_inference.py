@@ -1,5 +1,7 @@
 """Precision policy, reconstruction assembly and confidence filtering."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from vggt_quant_core.inference import (Reconstruction, colored_points, confidenc
                                        predictions_to_reconstruction, report_progress, resolve_precision,
                                        run_vggt)
 from vggt_quant_core.model import load_vggt
+from vggt_quant_core.quant import QuantConfig, quantize, quantized_layers
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +26,19 @@ def test_run_vggt_fp32_equals_the_plain_forward(tiny):
         reference = model(images)
     out = run_vggt(model, images, precision="fp32")
     assert torch.equal(out["depth"], reference["depth"])
+
+
+def test_run_vggt_fuses_a_quantized_models_residual_epilogues_with_the_same_outputs(tiny):
+    model, images = tiny
+    quantized = quantize(copy.deepcopy(model), QuantConfig(method="rtn"), log_fn=lambda message: None)
+    with torch.no_grad():
+        unfused = quantized(images)
+    out = run_vggt(quantized, images, precision="fp32")
+    deferred = {name for name, layer in quantized_layers(quantized).items() if layer.defer_epilogue}
+    assert deferred and all(name.endswith(("attn.proj", "mlp.fc2")) for name in deferred)
+    assert len(deferred) == len(quantized_layers(quantized)) // 2
+    for key in ("depth", "pose_enc", "world_points"):
+        assert torch.allclose(out[key], unfused[key], rtol=1e-5, atol=1e-5 * unfused[key].abs().max()), key
 
 
 def test_bf16_autocast_keeps_heads_fp32_and_stays_close(tiny):

@@ -103,3 +103,16 @@ def test_bench_fidelity_runs_the_quantized_models_under_bf16_autocast(tmp_path):
         sqnr[precision, fused] = report["results"][0]["outputs"]["depth"]["sqnr_db"]
     assert 10 < sqnr["bf16", False] < math.inf and sqnr["bf16", False] != sqnr["fp32", False]  # bf16 rounding
     assert sqnr["bf16", True] == pytest.approx(sqnr["bf16", False], abs=0.3)
+
+
+def test_bench_fidelity_can_quantize_the_dino_linears_too(tmp_path):
+    out = tmp_path / "fidelity.json"
+    args = ["bench", "fidelity", "--model", "vggt-tiny-random", "--methods", "rtn", "--bits", "w8a8", "--frames", "2",
+            "--windows", "1", "--calibration-windows", "1", "--json", str(out)]
+    sqnr = {}
+    for dino in (False, True):
+        assert main(args + ["--quantize-dino"] * dino) == 0
+        report = json.loads(out.read_text())
+        assert report["dino_linears_quantized"] == dino
+        sqnr[dino] = report["results"][0]["outputs"]["depth"]["sqnr_db"]
+    assert 10 < sqnr[True] < math.inf and sqnr[True] != sqnr[False]  # more layers quantized: other errors
