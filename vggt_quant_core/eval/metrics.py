@@ -26,10 +26,11 @@ and ground truth (the Sim(3) uses all valid pixels).
 """
 
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from scipy.optimize import minimize
 from scipy.spatial import cKDTree
 
 from ..geometry import Sim3, closed_form_inverse_se3, umeyama_sim3
@@ -38,6 +39,7 @@ POSE_AUC_THRESHOLDS = (30, 15, 5, 3)
 # Nearest-neighbour queries cost up to ~50 us per point on 2 cores when the clouds are far apart (an
 # untrained model's): point maps are scored on a fixed-size random subset of their valid pixels.
 MAX_POINTS = 20_000
+DIRECTION_CANDIDATES = 4000  # start directions of the constant-direction reference's search
 
 
 def rotation_angle_degrees(rotations: torch.Tensor) -> torch.Tensor:
@@ -50,6 +52,14 @@ def rotation_angle_degrees(rotations: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.atan2(sin, cos))
 
 
+def _relative_poses(extrinsics: torch.Tensor) -> torch.Tensor:
+    """E_i E_j^-1 [P, 4, 4] (camera j's frame -> camera i's) of every pair i < j of extrinsics [S, 3|4, 4]."""
+    first, second = torch.triu_indices(len(extrinsics), len(extrinsics), offset=1)
+    homogeneous = torch.eye(4, dtype=torch.float64).repeat(len(extrinsics), 1, 1)
+    homogeneous[:, :3] = extrinsics[:, :3]
+    return homogeneous[first] @ closed_form_inverse_se3(homogeneous[second])
+
+
 def relative_pose_errors(pred_extrinsics: np.ndarray, gt_extrinsics: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Rotation and translation angle errors (degrees) [P] over all P = S (S - 1) / 2 frame pairs i < j.
 
@@ -58,21 +68,48 @@ def relative_pose_errors(pred_extrinsics: np.ndarray, gt_extrinsics: np.ndarray)
     pred, gt = torch.as_tensor(pred_extrinsics).double(), torch.as_tensor(gt_extrinsics).double()
     if pred.shape != gt.shape or pred.dim() != 3 or pred.shape[0] < 2:
         raise ValueError(f"need [S, 3, 4] extrinsics for S >= 2 frames, got {tuple(pred.shape)} and {tuple(gt.shape)}")
-    first, second = torch.triu_indices(len(pred), len(pred), offset=1)
-
-    def relative(extrinsics):  # E_i E_j^-1 for every pair: camera j's frame -> camera i's frame
-        homogeneous = torch.eye(4, dtype=torch.float64).repeat(len(extrinsics), 1, 1)
-        homogeneous[:, :3] = extrinsics[:, :3]
-        return homogeneous[first] @ closed_form_inverse_se3(homogeneous[second])
-
-    rel_pred, rel_gt = relative(pred), relative(gt)
+    rel_pred, rel_gt = _relative_poses(pred), _relative_poses(gt)
     rotation = rotation_angle_degrees(rel_gt[:, :3, :3].transpose(1, 2) @ rel_pred[:, :3, :3])
-    t_pred, t_gt = rel_pred[:, :3, 3], rel_gt[:, :3, 3]
-    undirected = torch.atan2(torch.linalg.cross(t_pred, t_gt).norm(dim=-1), (t_pred * t_gt).sum(-1).abs())
-    degenerate = (t_pred.norm(dim=-1) == 0) | (t_gt.norm(dim=-1) == 0)
-    translation = torch.where(degenerate, torch.full_like(undirected, 90.0), torch.rad2deg(undirected))
+    translation = undirected_angle_degrees(rel_pred[:, :3, 3], rel_gt[:, :3, 3])
     # Non-finite predictions are as wrong as can be.
     return (torch.nan_to_num(rotation, nan=180.0).numpy(), torch.nan_to_num(translation, nan=90.0).numpy())
+
+
+def undirected_angle_degrees(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Angles [N] in [0, 90] degrees between the lines of vectors [N, 3] (a zero vector counts as 90)."""
+    angle = torch.rad2deg(torch.atan2(torch.linalg.cross(first, second).norm(dim=-1), (first * second).sum(-1).abs()))
+    degenerate = (first.norm(dim=-1) == 0) | (second.norm(dim=-1) == 0)
+    return torch.where(degenerate, torch.full_like(angle, 90.0), angle)
+
+
+def constant_direction_translation_errors(gt_extrinsics: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """The translation errors (degrees) [P] of a predictor that gives every frame pair of these sequences
+    (each [S, 3, 4]) one and the same relative translation direction, the one with the least mean error
+    for them (a search over ``DIRECTION_CANDIDATES`` directions, refined by Nelder-Mead), and that axis
+    [3]. The reference a model beats only by telling pairs apart."""
+    translations = torch.cat([_relative_poses(torch.as_tensor(e).double())[:, :3, 3] for e in gt_extrinsics])
+
+    def axis_at(angles):
+        polar, azimuth = angles
+        return torch.tensor([math.sin(polar) * math.cos(azimuth), math.sin(polar) * math.sin(azimuth),
+                             math.cos(polar)], dtype=torch.float64)
+
+    def mean_error(angles):
+        return float(undirected_angle_degrees(axis_at(angles).expand_as(translations), translations).mean())
+
+    # A Fibonacci lattice on the upper hemisphere (lines, so one half is enough).
+    index = np.arange(DIRECTION_CANDIDATES) + 0.5
+    polar, azimuth = np.arccos(index / DIRECTION_CANDIDATES), np.pi * (1 + 5 ** 0.5) * index
+    candidates = torch.from_numpy(np.stack([np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth),
+                                            np.cos(polar)], 1))
+    units = translations / translations.norm(dim=-1, keepdim=True).clamp(min=1e-300)
+    cosines = (units @ candidates.T).abs().clamp(max=1)
+    errors = torch.rad2deg(torch.acos(cosines)).mean(0)
+    start = int(errors.argmin())
+    best = minimize(mean_error, [polar[start], azimuth[start]], method="Nelder-Mead",
+                    options={"xatol": 1e-5, "fatol": 1e-6}).x
+    axis = axis_at(best)
+    return undirected_angle_degrees(axis.expand_as(translations), translations).numpy(), axis.numpy()
 
 
 def pose_auc(rotation_errors: np.ndarray, translation_errors: np.ndarray, max_threshold: int) -> float:

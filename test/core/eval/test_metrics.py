@@ -9,6 +9,7 @@ import torch
 from vggt_quant_core.data import generate_sequence
 from vggt_quant_core.eval import (depth_metrics, point_cloud_metrics, point_map_metrics, point_map_normals,
                                   pose_auc, pose_metrics, relative_pose_errors)
+from vggt_quant_core.eval.metrics import constant_direction_translation_errors
 from vggt_quant_core.geometry import unproject_depth_map_to_point_map
 
 
@@ -53,6 +54,41 @@ def test_translation_error_is_the_angle_between_undirected_directions():
     assert relative_pose_errors(tilted, gt)[1][0] == pytest.approx(10, abs=1e-6)
     assert relative_pose_errors(extrinsics_at([[0, 0, 0], [-3, 0, 0]]), gt)[1][0] == pytest.approx(0, abs=1e-6)
     assert relative_pose_errors(extrinsics_at([[0, 0, 0], [0, 0, 0]]), gt)[1][0] == 90.0
+
+
+def test_constant_direction_reference_is_what_the_best_single_direction_scores():
+    def extrinsics_at(centres):
+        return np.stack([np.concatenate([np.eye(3), -np.asarray(c, float)[:, None]], 1) for c in centres])
+
+    # Cameras along x (pairs' translations along x) and one sequence moving along y: the best single axis is x.
+    along_x, along_y = extrinsics_at([[0, 0, 0], [1, 0, 0], [3, 0, 0]]), extrinsics_at([[0, 0, 0], [0, 2, 0]])
+    errors, axis = constant_direction_translation_errors([along_x, along_y])
+    assert abs(axis[0]) == pytest.approx(1.0) and errors.shape == (4,)
+    np.testing.assert_allclose(errors, [0, 0, 0, 90], atol=1e-4)
+    # Predicting that axis for every pair gives the metric's errors exactly.
+    constant = extrinsics_at([[0, 0, 0], [1, 0, 0]])
+    assert relative_pose_errors(constant, along_y)[1][0] == pytest.approx(errors[-1])
+    # No single direction beats it: a brute-force search over directions finds nothing better on average.
+    rng = np.random.default_rng(0)
+    rotations = [_rotation(rng.normal(size=3), angle) for angle in rng.uniform(5, 60, size=6)]
+    scenes = [extrinsics_at(rng.normal(size=(4, 3))) for _ in range(3)]
+    scenes = [np.concatenate([r @ e[:, :, :3], e[:, :, 3:]], 2) for r, e in zip(rotations, scenes)]
+    best = constant_direction_translation_errors(scenes)[0].mean()
+    candidates = rng.normal(size=(2000, 3))
+    pairs = np.concatenate([_pair_translations(e) for e in scenes])
+    cosines = np.abs(pairs @ (candidates / np.linalg.norm(candidates, axis=1, keepdims=True)).T) \
+        / np.linalg.norm(pairs, axis=1, keepdims=True)
+    assert best <= np.degrees(np.arccos(np.clip(cosines, 0, 1))).mean(0).min() + 0.5
+
+
+def _pair_translations(extrinsics):
+    """Translations of E_i E_j^-1 for pairs i < j, by hand."""
+    out = []
+    for i in range(len(extrinsics)):
+        for j in range(i + 1, len(extrinsics)):
+            ri, ti, rj, tj = extrinsics[i][:, :3], extrinsics[i][:, 3], extrinsics[j][:, :3], extrinsics[j][:, 3]
+            out.append(ti - ri @ rj.T @ tj)
+    return np.array(out)
 
 
 def test_pose_errors_ignore_a_similarity_of_the_world(scene):
