@@ -6,9 +6,9 @@ and intrinsics [N, F, 3, 3] float32, seeds [N]. Shards are written atomically, s
 resumes at the first missing shard. Rendering costs far more than a training step reads, which is why
 scenes are rendered once and windows drawn from them many times.
 
-A window is ``frames`` frames of one cached sequence, ``stride`` apart, optionally in reverse order: the
-sequences are rendered with twice the evaluation frame count over the same camera path, so stride 2
-reproduces the spacing of a ``frames``-frame evaluation and stride 1 that of twice as many frames.
+A window is some frames of one cached sequence (``WindowSampler``): consecutive ones at a stride, or a random
+subset drawn across the sequence, in time order or reversed. A trajectory sweeps the same extent whatever its
+frame count, so the 20 cached frames are twice as dense as a 10-frame evaluation sequence of the same path.
 """
 
 import json
@@ -121,33 +121,69 @@ def load_scene_cache(directory: Path) -> Dict[str, np.ndarray]:
     return {key: np.concatenate([s[key] for s in shards]) for key in shards[0]}
 
 
+SAMPLINGS = ("contiguous", "subset")
+
+
 @dataclass(frozen=True)
 class WindowSampler:
     """Draws the training windows of each step, reproducibly from (``seed``, step) alone, so that a
-    resumed run sees exactly the windows an uninterrupted one would."""
+    resumed run sees exactly the windows an uninterrupted one would.
+
+    ``sampling``:
+
+    * ``contiguous``: ``frames`` consecutive cached frames ``stride`` apart (``strides``), either order.
+    * ``subset``: ``frames`` distinct cached frames drawn at random from a stretch of the sequence, in
+      time order or reversed (VGGT's training draws frame subsets across the whole sequence). The stretch
+      is the whole sequence, or with ``curriculum_steps`` > 0 a fraction of it that grows linearly from
+      ``curriculum_start`` to 1 over those steps (short baselines first). Evaluation sequences sweep a
+      trajectory's whole extent whatever their frame count, so their pairs span up to the whole cached
+      sequence: only this sampling trains on such pairs.
+
+    The frame count is uniform in ``min_frames..max_frames`` (the same for every window of a batch).
+    """
 
     batch: int = 1
     min_frames: int = 2
     max_frames: int = 10
     strides: Sequence[int] = (1, 2)
     seed: int = 0
+    sampling: str = "contiguous"
+    curriculum_steps: int = 0
+    curriculum_start: float = 0.3
 
     def __post_init__(self):
         if not 2 <= self.min_frames <= self.max_frames or self.batch < 1 or min(self.strides) < 1:
             raise ValueError("need 2 <= min_frames <= max_frames, batch >= 1 and strides >= 1")
+        if self.sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {self.sampling!r}")
+        if self.curriculum_steps < 0 or not 0 < self.curriculum_start <= 1:
+            raise ValueError("need curriculum_steps >= 0 and 0 < curriculum_start <= 1")
+
+    def span_fraction(self, step: int) -> float:
+        """The fraction of the cached sequence a ``subset`` window may stretch over at ``step``."""
+        if self.curriculum_steps == 0:
+            return 1.0
+        return min(1.0, self.curriculum_start + (1 - self.curriculum_start) * step / self.curriculum_steps)
 
     def indices(self, step: int, scenes: int, frames: int) -> List[np.ndarray]:
         """For each window of the batch: [scene, frame, frame, ...] (same frame count in a batch)."""
+        if self.max_frames > frames:
+            raise ValueError(f"windows of up to {self.max_frames} frames do not fit in the cached {frames}")
         rng = np.random.default_rng([self.seed, step])
         count = int(rng.integers(self.min_frames, self.max_frames + 1))
-        stride = int(rng.choice([s for s in self.strides if s * (count - 1) < frames] or [1]))
-        span = stride * (count - 1)
-        if span >= frames:
-            raise ValueError(f"a window of {count} frames does not fit in the cached {frames}")
+        if self.sampling == "subset":
+            stretch = max(count, int(round(self.span_fraction(step) * frames)))
+        else:
+            stride = int(rng.choice([s for s in self.strides if s * (count - 1) < frames] or [1]))
+            stretch = stride * (count - 1) + 1
         windows = []
         for _ in range(self.batch):
             scene = int(rng.integers(scenes))
-            chosen = int(rng.integers(frames - span)) + stride * np.arange(count)
+            start = int(rng.integers(frames - stretch + 1))
+            if self.sampling == "subset":
+                chosen = start + np.sort(rng.choice(stretch, size=count, replace=False))
+            else:
+                chosen = start + stride * np.arange(count)
             windows.append(np.concatenate([[scene], chosen[::-1] if rng.random() < 0.5 else chosen]))
         return windows
 
