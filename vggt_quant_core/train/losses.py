@@ -27,6 +27,14 @@ settings and choices:
 * **Total**: ``5 * camera + depth + point`` (the released weights: camera 5, depth 1; the released
   default config switches the point loss off and, when on, uses a surface-normal gradient term; we
   train the point head with the same gradient term as depth, as the paper's formula does).
+* **Relative pose** (ours, off by default; ``relative_pose_loss``): for every ordered frame pair (i, j)
+  the geodesic angle between predicted and true relative rotations ``R_i R_j^T`` plus the angle between
+  predicted and true relative translations ``t_i - R_i R_j^T t_j`` as directions (pairs with a true
+  baseline below ``pair_min_baseline`` left out of the direction term), in radians, over the head's
+  iterations weighted as the camera loss. Why: after the normalisation one frame step moves the camera by
+  0.02-0.07 units, so the L1 of the translation cannot tell a flipped direction from a right one; angles
+  are scale-free, are what the pose metric scores, and give S (S - 1) signals per window (Reloc3r's pose
+  loss; Rockwell et al. 2022, relative-pose ViTs).
 
 Differences from the released code, both deliberate: the ``-alpha log c`` part of the gradient term is
 summed over valid pixel pairs only (the released code also adds it at invalid pixels, such as the sky,
@@ -43,7 +51,7 @@ from typing import Dict, Sequence
 
 import torch
 
-from ..geometry import extri_intri_to_pose_encoding
+from ..geometry import extri_intri_to_pose_encoding, quat_to_mat
 
 TRANSLATION_CLAMP = 100.0
 GRADIENT_CLAMP = 100.0
@@ -70,6 +78,18 @@ class LossWeights:
     correspondence_block: int = 2  # the global block both read
     attention_head: int = 0
     attention_all_keys: bool = False  # softmax over every key of the block, not only frame 0's patches
+    camera_points: float = 0.0     # each patch's 3D point in its own camera, read from an early global block
+    camera_points_block: int = 1
+    frame0_points: float = 0.0     # the same point in frame 0's camera, read from a later global block
+    frame0_points_block: int = 4
+    pair: float = 0.0              # relative-pose angles of every ordered frame pair (relative_pose_loss)
+    pair_min_baseline: float = 0.01  # true pair baselines (normalised units) below this: no direction term
+
+    @property
+    def probe_weights(self) -> Dict[str, float]:
+        """The weights of the losses ``correspondence.CorrespondenceProbe`` computes."""
+        return {"flow": self.flow, "attention": self.attention, "camera_points": self.camera_points,
+                "frame0_points": self.frame0_points}
 
     @property
     def dense(self) -> bool:
@@ -95,6 +115,51 @@ def camera_loss(pose_enc_list: Sequence[torch.Tensor], gt_pose_enc: torch.Tensor
     total = (weights.translation * parts["translation"] + weights.rotation * parts["rotation"]
              + weights.fov * parts["fov"])
     return {"camera": total, **parts}
+
+
+def _angle(sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """atan2 of a sine given by a vector's norm (unit-scale vectors): padded by 1e-12 under the square root
+    so that the norm's gradient stays finite where the vector vanishes (an exact prediction)."""
+    return torch.atan2((sin.square().sum(-1) + 1e-12).sqrt(), cos)
+
+
+def relative_pose_loss(pose_enc_list: Sequence[torch.Tensor], gt_extrinsics: torch.Tensor,
+                       weights: LossWeights = LossWeights()) -> Dict[str, torch.Tensor]:
+    """Angles of the relative poses of every ordered frame pair (see the module docstring).
+
+    ``pose_enc_list``: the head's K iterations, each [B, S, 9]; ``gt_extrinsics`` [B, S, 3, 4]
+    (camera-from-world). Returns ``pair`` (the weighted total, radians), ``pair_rotation`` and
+    ``pair_translation`` (mean angles over pairs, radians).
+    """
+    frames = gt_extrinsics.shape[1]
+    first, second = torch.where(~torch.eye(frames, dtype=torch.bool, device=gt_extrinsics.device))
+
+    def relative(extrinsics):  # E_i E_j^-1 of every ordered pair: rotation [B, P, 3, 3], translation [B, P, 3]
+        rotation, translation = extrinsics[..., :3], extrinsics[..., 3]
+        pair_rotation = rotation[:, first] @ rotation[:, second].transpose(-1, -2)
+        return pair_rotation, translation[:, first] - (pair_rotation @ translation[:, second, :, None])[..., 0]
+
+    gt_rotation, gt_translation = relative(gt_extrinsics.float())
+    baseline = gt_translation.norm(dim=-1, keepdim=True)
+    directed = baseline[..., 0] > weights.pair_min_baseline
+    gt_direction = gt_translation / baseline.clamp(min=1e-12)
+    count = len(pose_enc_list)
+    parts = {"pair_rotation": 0.0, "pair_translation": 0.0}
+    for index, pose_enc in enumerate(pose_enc_list):
+        weight = weights.iteration_gamma ** (count - 1 - index)
+        pose_enc = pose_enc.float()
+        rotation, translation = relative(torch.cat([quat_to_mat(pose_enc[..., 3:7]), pose_enc[..., :3, None]], -1))
+        error = gt_rotation.transpose(-1, -2) @ rotation
+        skew = error - error.transpose(-1, -2)
+        rotation_angle = _angle(torch.stack([skew[..., 2, 1], skew[..., 0, 2], skew[..., 1, 0]], -1) / 2,
+                                (error.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2)
+        direction = translation / (translation.norm(dim=-1, keepdim=True) + 1e-8)
+        direction_angle = _angle(torch.linalg.cross(direction, gt_direction), (direction * gt_direction).sum(-1))
+        parts["pair_rotation"] = parts["pair_rotation"] + weight * rotation_angle.mean()
+        parts["pair_translation"] = parts["pair_translation"] \
+            + weight * (direction_angle * directed).sum() / directed.sum().clamp(min=1)
+    parts = {name: value / count for name, value in parts.items()}
+    return {"pair": parts["pair_rotation"] + parts["pair_translation"], **parts}
 
 
 def below_quantile(values: torch.Tensor, quantile: float) -> torch.Tensor:
@@ -174,6 +239,10 @@ def vggt_loss(predictions: Dict[str, torch.Tensor], target: Dict[str, torch.Tens
         camera = camera_loss(predictions["pose_enc_list"], gt_pose, weights)
         parts.update({f"camera_{k}" if k != "camera" else k: v for k, v in camera.items()})
         loss = loss + weights.camera * camera["camera"]
+        if weights.pair and target["extrinsics"].shape[1] > 1:
+            pair = relative_pose_loss(predictions["pose_enc_list"], target["extrinsics"], weights)
+            parts.update(pair)
+            loss = loss + weights.pair * pair["pair"]
     for name, key, gt_key, weight in (("depth", "depth", "depth", weights.depth),
                                       ("point", "world_points", "world_points", weights.point)):
         if key not in predictions:

@@ -5,9 +5,12 @@ import math
 import pytest
 import torch
 
-from vggt_quant_core.geometry import extri_intri_to_pose_encoding
+import numpy as np
+
+from vggt_quant_core.eval.metrics import relative_pose_errors
+from vggt_quant_core.geometry import extri_intri_to_pose_encoding, mat_to_quat, quat_to_mat
 from vggt_quant_core.train.losses import (LossWeights, below_quantile, camera_loss, confidence_regression_loss,
-                                          vggt_loss)
+                                          relative_pose_loss, vggt_loss)
 
 EXACT = LossWeights(gradient_scales=1, valid_quantile=1.0)  # one scale, no outlier filtering: easy hand sums
 
@@ -111,3 +114,66 @@ def test_perfect_confident_prediction_costs_nothing_and_confidence_is_pulled_tow
     parts["loss"].backward()
     # d/dc (c e - alpha log c) = -alpha at e = 0: raising confidence on exact pixels lowers the loss
     assert (conf.grad < 0).all()
+
+
+def _random_extrinsics(batch, frames, seed):
+    generator = torch.Generator().manual_seed(seed)
+    rotation = quat_to_mat(torch.randn(batch, frames, 4, generator=generator, dtype=torch.float64))
+    return torch.cat([rotation, torch.randn(batch, frames, 3, 1, generator=generator, dtype=torch.float64)], -1)
+
+
+def _encode(extrinsics):
+    """[B, S, 3, 4] -> pose encodings [B, S, 9] (the FoV plays no part in the pair loss)."""
+    fov = torch.ones(extrinsics.shape[:2] + (2,), dtype=extrinsics.dtype)
+    return torch.cat([extrinsics[..., 3], mat_to_quat(extrinsics[..., :3]), fov], -1)
+
+
+def test_pair_rotation_term_is_the_metrics_relative_rotation_error_over_every_ordered_pair():
+    truth, prediction = _random_extrinsics(2, 5, seed=1), _random_extrinsics(2, 5, seed=2)
+    loss = relative_pose_loss([_encode(prediction)], truth, LossWeights(pair_min_baseline=0.0))
+    # The metric scores pairs i < j in float64; (j, i) has the same rotation error as (i, j).
+    expected = np.concatenate([relative_pose_errors(p.numpy(), t.numpy())[0] for p, t in zip(prediction, truth)])
+    assert loss["pair_rotation"].item() == pytest.approx(math.radians(expected.mean()), rel=1e-5)
+
+
+def test_pair_loss_is_zero_for_the_truth_and_blind_to_the_predictions_world_frame_and_scale():
+    truth = _random_extrinsics(1, 4, seed=3)
+    exact = relative_pose_loss([_encode(truth)], truth)
+    assert exact["pair"].item() < 1e-4
+    # Another world frame and scale for the same cameras: E' = [R_i Q^T | s t_i]... the relative poses
+    # E_i E_j^-1 only change by the scale of their translations, which direction angles ignore.
+    world = quat_to_mat(torch.tensor([0.3, -0.2, 0.5, 0.8], dtype=torch.float64))
+    moved = torch.cat([truth[..., :3] @ world.T, 7.0 * truth[..., 3:]], -1)
+    assert relative_pose_loss([_encode(moved)], truth)["pair"].item() < 1e-4
+    wrong = _random_extrinsics(1, 4, seed=4)
+    assert relative_pose_loss([_encode(wrong)], truth)["pair"].item() > 0.5
+
+
+def test_pair_translation_term_sees_a_flipped_direction_and_skips_tiny_baselines():
+    truth = torch.eye(3, 4, dtype=torch.float64).repeat(1, 2, 1, 1)
+    truth[0, 1, 0, 3] = 0.05                    # camera 1 moved sideways by 0.05 units
+    flipped = truth.clone()
+    flipped[0, 1, 0, 3] = -0.2
+    loss = relative_pose_loss([_encode(flipped)], truth)
+    assert loss["pair_translation"].item() == pytest.approx(math.pi, rel=1e-5)  # both orders point backwards
+    assert loss["pair_rotation"].item() < 1e-5
+    # A camera turning on the spot has no translation direction to learn: the term leaves the pair out.
+    turning = torch.eye(3, 4, dtype=torch.float64).repeat(1, 2, 1, 1)
+    turning[0, 1, :, :3] = quat_to_mat(torch.tensor([0.0, 0.1, 0.0, 1.0], dtype=torch.float64))
+    turning[0, 1, 0, 3] = 0.001
+    assert relative_pose_loss([_encode(flipped)], turning)["pair_translation"].item() == 0.0
+
+
+def test_pair_loss_joins_the_objective_with_its_weight_and_gives_finite_gradients_at_the_truth():
+    truth = _random_extrinsics(1, 3, seed=5)
+    intrinsics = torch.tensor([[50.0, 0, 28], [0, 50.0, 21], [0, 0, 1]], dtype=torch.float64).expand(1, 3, 3, 3)
+    target = {"extrinsics": truth, "intrinsics": intrinsics, "images": torch.zeros(1, 3, 3, 42, 56)}
+    encoding = extri_intri_to_pose_encoding(truth, intrinsics, (42, 56)).requires_grad_(True)
+    off = encoding.detach() + 0.1
+    without = vggt_loss({"pose_enc_list": [off]}, target, LossWeights())
+    with_pair = vggt_loss({"pose_enc_list": [off]}, target, LossWeights(pair=2.0))
+    assert "pair" not in without
+    assert with_pair["loss"].item() == pytest.approx(without["loss"].item() + 2.0 * with_pair["pair"].item())
+    exact = vggt_loss({"pose_enc_list": [encoding]}, target, LossWeights(pair=1.0))
+    exact["loss"].backward()
+    assert torch.isfinite(encoding.grad).all()
