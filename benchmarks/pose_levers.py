@@ -1,8 +1,10 @@
 """Side-by-side study of the training levers that should make camera pose learnable (issue: a default
 model that reconstructs). Each named recipe trains the ``vggt-tiny-synth`` architecture pose-first
-(camera loss only, dense heads off) on 2-4-frame windows of one scene cache, with the same seed, steps
-and validation scenes; ``--report`` tabulates held-out pose (AUC@30, mean relative rotation error against
-the identity's) at every validation of every run found.
+(camera loss only, dense heads off) on windows of one scene cache (2-4 contiguous frames, or for the
+``sampling*`` recipes random 2-10-frame subsets of the whole sequence), with the same seed, steps and
+validation scenes; ``--report`` tabulates held-out pose (AUC@30, mean relative rotation error against the
+identity's, translation-direction error against one constant direction's) at every validation of every
+run found.
 
 Run two recipes at once, one thread each, on a 2-core machine (they then share nothing but memory):
 
@@ -16,7 +18,7 @@ Runs resume (``--resume``) from their checkpoint; write them outside the reposit
 import argparse
 import json
 import logging
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from typing import Optional
@@ -36,24 +38,46 @@ from reporting import emit  # benchmarks/reporting.py (the script's folder is on
 POSE_FIRST = LossWeights(depth=0.0, point=0.0)
 ALL_LEVERS = (TrainSettings(patch_init="whitened", clip_per_module=True),
               replace(POSE_FIRST, flow=1.0, attention=1.0))
-# name -> (settings, loss weights, what it changes); steps, seed and validation are set by the command line.
-RECIPES = {
-    "baseline": (TrainSettings(), POSE_FIRST, "v1 recipe (global clip, random patch embedding, camera loss only)"),
-    "levers": (*ALL_LEVERS, "whitened patch embedding + per-module clipping + flow and attention supervision"),
-    "levers-no-attention": (ALL_LEVERS[0], replace(ALL_LEVERS[1], attention=0.0), "levers without attention"),
-    "levers-no-flow": (ALL_LEVERS[0], replace(ALL_LEVERS[1], flow=0.0), "levers without flow"),
-    "levers-random-init": (replace(ALL_LEVERS[0], patch_init="random"), ALL_LEVERS[1],
-                           "levers with the random patch embedding"),
-    "whitened": (TrainSettings(patch_init="whitened", clip_per_module=True), POSE_FIRST,
-                 "whitened patch embedding + per-module clipping only"),
-    "levers-positions": (replace(ALL_LEVERS[0], pos_embed_init="sincos"),
-                         replace(ALL_LEVERS[1], attention_all_keys=True),
-                         "levers + sine-cosine position embedding + attention supervised over all keys"),
-    "levers-positions-block0": (replace(ALL_LEVERS[0], pos_embed_init="sincos"),
-                                replace(ALL_LEVERS[1], attention_all_keys=True, correspondence_block=0),
-                                "levers-positions with both correspondence losses on global block 0"),
-}
 SAMPLER = WindowSampler(batch=8, min_frames=2, max_frames=4, strides=(1, 2, 3))
+# Random frame subsets across the whole cached sequence, 2-10 frames (windows like a 10-frame evaluation's);
+# batch 4 of 6 frames on average costs a step what SAMPLER's batch 8 of 3 frames does.
+SUBSETS = WindowSampler(batch=4, min_frames=2, max_frames=10, sampling="subset")
+PAIR_LOSS = replace(ALL_LEVERS[1], pair=1.0)
+POINT_PROBES = replace(PAIR_LOSS, camera_points=1.0, camera_points_block=1, frame0_points=1.0, frame0_points_block=4)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    settings: TrainSettings
+    weights: LossWeights
+    description: str
+    sampler: WindowSampler = SAMPLER
+
+
+# Steps, seed and validation are set by the command line.
+RECIPES = {
+    "baseline": Recipe(TrainSettings(), POSE_FIRST,
+                       "v1 recipe (global clip, random patch embedding, camera loss only)"),
+    "levers": Recipe(*ALL_LEVERS, "whitened patch embedding + per-module clipping + flow and attention supervision"),
+    "levers-no-attention": Recipe(ALL_LEVERS[0], replace(ALL_LEVERS[1], attention=0.0), "levers without attention"),
+    "levers-no-flow": Recipe(ALL_LEVERS[0], replace(ALL_LEVERS[1], flow=0.0), "levers without flow"),
+    "levers-random-init": Recipe(replace(ALL_LEVERS[0], patch_init="random"), ALL_LEVERS[1],
+                                 "levers with the random patch embedding"),
+    "whitened": Recipe(TrainSettings(patch_init="whitened", clip_per_module=True), POSE_FIRST,
+                       "whitened patch embedding + per-module clipping only"),
+    "levers-positions": Recipe(replace(ALL_LEVERS[0], pos_embed_init="sincos"),
+                               replace(ALL_LEVERS[1], attention_all_keys=True),
+                               "levers + sine-cosine position embedding + attention supervised over all keys"),
+    "levers-positions-block0": Recipe(replace(ALL_LEVERS[0], pos_embed_init="sincos"),
+                                      replace(ALL_LEVERS[1], attention_all_keys=True, correspondence_block=0),
+                                      "levers-positions with both correspondence losses on global block 0"),
+    "sampling": Recipe(*ALL_LEVERS, "levers on random 2-10-frame subsets of the whole sequence", SUBSETS),
+    "sampling-pair": Recipe(ALL_LEVERS[0], PAIR_LOSS, "sampling + relative-pose angle loss of every frame pair",
+                            SUBSETS),
+    "sampling-pair-points": Recipe(ALL_LEVERS[0], POINT_PROBES,
+                                   "sampling-pair + 3D point probes (own camera after global block 1, frame 0's "
+                                   "after block 4)", SUBSETS),
+}
 # Held-out windows of the training shape: 3 frames at each stride, 4 starts per held-out sequence.
 WINDOW_STRIDES, WINDOW_FRAMES, WINDOW_STARTS = (1, 2, 3), 3, (0, 4, 8, 12)
 
@@ -87,13 +111,13 @@ def window_pose_scores(model: VGGT, cache: dict) -> dict:
 
 
 def run_recipe(args: argparse.Namespace) -> None:
-    settings, weights, _ = RECIPES[args.recipe]
-    settings = replace(settings, steps=args.steps, seed=args.seed, validate_every=args.validate_every,
+    recipe = RECIPES[args.recipe]
+    settings = replace(recipe.settings, steps=args.steps, seed=args.seed, validate_every=args.validate_every,
                        validation_scenes=args.validation_scenes, validation_frames=args.validation_frames)
     torch.manual_seed(args.seed)
     model = VGGT(get_preset(TRAINED_DEFAULT).config)
-    train(model, load_scene_cache(args.cache), args.out, settings, replace(SAMPLER, seed=args.seed), weights,
-          resume=args.resume, provenance={"recipe": args.recipe, "cache": str(args.cache)})
+    train(model, load_scene_cache(args.cache), args.out, settings, replace(recipe.sampler, seed=args.seed),
+          recipe.weights, resume=args.resume, provenance={"recipe": args.recipe, "cache": str(args.cache)})
 
 
 def report(runs: Path, held_out: Optional[Path]) -> dict:
@@ -112,8 +136,11 @@ def report(runs: Path, held_out: Optional[Path]) -> dict:
             rows.append({"recipe": recipe, "step": scores["step"], "auc@30": scores["auc@30"],
                          "rotation_error_deg": scores["rotation_error_deg_mean"],
                          "identity_rotation_error_deg": scores["identity_rotation_error_deg_mean"],
+                         "translation_error_deg": scores.get("translation_error_deg_mean"),
+                         "constant_translation_error_deg": scores.get("constant_translation_error_deg_mean"),
                          "match_top1_last": last.get("match_top1"), "wall_s": record["elapsed"]["wall_s"]})
-    return {"recipes": {name: recipe[2] for name, recipe in RECIPES.items()}, "sampler": SAMPLER.__dict__,
+    return {"recipes": {name: {"description": recipe.description, "sampler": asdict(recipe.sampler)}
+                        for name, recipe in RECIPES.items()},
             "validation_10_frames": rows, "held_out_windows": windows}
 
 

@@ -11,7 +11,7 @@ from ..data.preprocess import default_height
 from ..data.scenes import TEXTURE_SETS
 from ..model import VGGT, load_vggt
 from ..presets import PRESETS, TRAINED_DEFAULT, get_preset
-from ..train.dataset import CacheSpec, WindowSampler, build_scene_cache, load_scene_cache
+from ..train.dataset import SAMPLINGS, CacheSpec, WindowSampler, build_scene_cache, load_scene_cache
 from ..train.losses import LossWeights
 from ..train.trainer import AUTOCAST_DTYPES, PATCH_INITS, TrainSettings, train
 
@@ -44,7 +44,13 @@ def add_parser(commands) -> None:
     parser.add_argument("--min-frames", type=int, default=sampler.min_frames)
     parser.add_argument("--max-frames", type=int, default=sampler.max_frames)
     parser.add_argument("--strides", default=",".join(map(str, sampler.strides)),
-                        help="comma-separated frame strides windows are drawn with (default %(default)s)")
+                        help="comma-separated frame strides of contiguous windows (default %(default)s)")
+    parser.add_argument("--sampling", default=sampler.sampling, choices=SAMPLINGS,
+                        help="contiguous frames at a stride, or random frame subsets across the whole sequence "
+                             "(default %(default)s)")
+    parser.add_argument("--curriculum-steps", type=int, default=sampler.curriculum_steps,
+                        help="subset sampling: steps over which the windows' stretch grows from "
+                             f"{sampler.curriculum_start:.0%} of the sequence to all of it (0 = all from the start)")
     parser.add_argument("--camera-only", action="store_true",
                         help="pose-first stage: camera loss (+ correspondence losses) only, dense heads not run")
     parser.add_argument("--flow", type=float, default=weights.flow,
@@ -53,6 +59,14 @@ def add_parser(commands) -> None:
                         help="weight of the attention supervision towards frame-0 correspondences (0 = off)")
     parser.add_argument("--correspondence-block", type=int, default=weights.correspondence_block,
                         help="global block the correspondence losses read (default %(default)s)")
+    parser.add_argument("--pair", type=float, default=weights.pair,
+                        help="weight of the relative-pose angle loss over every ordered frame pair (0 = off)")
+    parser.add_argument("--camera-points", type=float, default=weights.camera_points,
+                        help="weight of the probe of each patch's 3D point in its own camera (0 = off), read "
+                             f"after global block {weights.camera_points_block}")
+    parser.add_argument("--frame0-points", type=float, default=weights.frame0_points,
+                        help="weight of the probe of each patch's 3D point in frame 0's camera (0 = off), read "
+                             f"after global block {weights.frame0_points_block}")
     parser.add_argument("--patch-init", default=settings.patch_init, choices=PATCH_INITS,
                         help="patch embedding start: random, or PCA-whitened training patches")
     parser.add_argument("--clip-per-module", action="store_true",
@@ -96,10 +110,12 @@ def run(args: argparse.Namespace) -> int:
                              validation_frames=args.validation_frames, validation_scenes=args.validation_scenes,
                              validation_textures=args.textures)
     sampler = WindowSampler(batch=args.batch, min_frames=args.min_frames, max_frames=args.max_frames,
-                            strides=tuple(int(s) for s in args.strides.split(",")), seed=args.seed)
+                            strides=tuple(int(s) for s in args.strides.split(",")), seed=args.seed,
+                            sampling=args.sampling, curriculum_steps=args.curriculum_steps)
     loss_weights = LossWeights(depth=0.0 if args.camera_only else 1.0, point=0.0 if args.camera_only else 1.0,
                                flow=args.flow, attention=args.attention,
-                               correspondence_block=args.correspondence_block)
+                               correspondence_block=args.correspondence_block, pair=args.pair,
+                               camera_points=args.camera_points, frame0_points=args.frame0_points)
     device = resolve_device(args.device)
     torch.manual_seed(args.seed)
     if args.init_from is not None:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..data import SceneSequence, generate_sequence
-from ..eval.evaluate import BASELINE, HEADLINE_METRICS, evaluate_sequences
+from ..eval.evaluate import BASELINE, CONSTANT_DIRECTION, HEADLINE_METRICS, evaluate_sequences
 from ..fileio import atomic_path, write_text_atomic
 from ..model import VGGT, save_vggt
 from ..model.aggregator import _IMAGENET_MEAN, _IMAGENET_STD
@@ -36,7 +36,8 @@ AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PATCH_INITS = ("random", "whitened")
 POS_EMBED_INITS = ("random", "sincos")
 SINCOS_WAVELENGTHS = (4.0, 64.0)  # shortest and longest wavelength in patches (geometric in between)
-LOGGED_PARTS = ("camera", "depth", "point", "flow", "attention", "match_top1")
+LOGGED_PARTS = ("camera", "pair_rotation", "pair_translation", "depth", "point", "flow", "attention", "camera_points",
+                "frame0_points", "match_top1")
 WHITENING_PATCHES = 20000       # training patches the whitened patch embedding is computed from
 
 
@@ -207,14 +208,17 @@ def _validation_sequences(settings: TrainSettings, width: int, height: int, text
 
 
 def _validate(model: VGGT, sequences: List[SceneSequence]) -> Dict[str, float]:
-    """Headline metrics and the mean rotation error of all frame pairs, the model's and the identity's."""
+    """Headline metrics, the mean rotation error of all frame pairs (the model's and the identity's) and the
+    mean translation-direction error (the model's and that of the best constant direction)."""
     model.eval()
     try:
         report = evaluate_sequences(model, sequences, with_baseline=True)
     finally:
         model.train()
-    scores = {key: round(report["model"][key], 4) for key in (*HEADLINE_METRICS, "rotation_error_deg_mean")}
+    scores = {key: round(report["model"][key], 4)
+              for key in (*HEADLINE_METRICS, "rotation_error_deg_mean", "translation_error_deg_mean")}
     scores["identity_rotation_error_deg_mean"] = round(report[BASELINE]["rotation_error_deg_mean"], 4)
+    scores["constant_translation_error_deg_mean"] = round(report[CONSTANT_DIRECTION]["translation_error_deg_mean"], 4)
     return scores
 
 
@@ -232,9 +236,12 @@ def train(model: VGGT, cache: Dict[str, np.ndarray], out: Path, settings: TrainS
     scenes, frames, height, width = cache["depth"].shape[:4]
     model.to(device).train()
     probe = None
-    if loss_weights.flow or loss_weights.attention:
+    if any(loss_weights.probe_weights.values()):
         probe = CorrespondenceProbe(model, loss_weights.correspondence_block, loss_weights.attention_head,
-                                    loss_weights.attention_all_keys).to(device)
+                                    loss_weights.attention_all_keys,
+                                    loss_weights.camera_points_block if loss_weights.camera_points else None,
+                                    loss_weights.frame0_points_block if loss_weights.frame0_points else None
+                                    ).to(device)
     modules = _trained_modules(model, probe)
     optimizer = _optimizer(modules, settings)
     autocast_dtype = AUTOCAST_DTYPES[settings.precision]
@@ -300,7 +307,7 @@ def train(model: VGGT, cache: Dict[str, np.ndarray], out: Path, settings: TrainS
                 predictions = training_forward(model, batch["images"], loss_weights.dense)
             losses = vggt_loss(predictions, batch, loss_weights)
             if probe is not None:
-                auxiliary = probe.losses(batch, loss_weights.flow, loss_weights.attention)
+                auxiliary = probe.losses(batch, loss_weights.probe_weights)
                 for name, value in auxiliary.items():
                     losses["loss"] = losses["loss"] + getattr(loss_weights, name) * value
                 losses.update(auxiliary)

@@ -35,6 +35,15 @@ def test_fronto_parallel_plane_under_sideways_motion_shifts_every_patch_by_f_b_o
     assert inside.sum() == 9 and not inside.view(3, 4)[:, 3].any()  # the right column leaves frame 0
     assert torch.allclose(truth.displacement[0, 1][inside, 0], torch.full((9,), expected_shift, dtype=torch.float64))
     assert torch.allclose(truth.displacement[0, 1][inside, 1], torch.zeros(9, dtype=torch.float64))
+    # The 3D points at the patch centres: on the plane in each camera, and b further right in camera 0's frame.
+    centres = torch.stack(torch.meshgrid(torch.arange(3) * PATCH + 7.0, torch.arange(4) * PATCH + 7.0,
+                                         indexing="ij")[::-1], -1).reshape(-1, 2).double()
+    on_plane = torch.cat([(centres - torch.tensor([width / 2, height / 2])) * z / focal,
+                          torch.full((12, 1), z, dtype=torch.float64)], -1)
+    assert truth.has_depth.all()
+    assert torch.allclose(truth.camera_points[0], on_plane.expand(2, 12, 3))
+    assert torch.allclose(truth.frame0_points[0, 0], on_plane)
+    assert torch.allclose(truth.frame0_points[0, 1], on_plane + torch.tensor([b, 0.0, 0.0], dtype=torch.float64))
 
 
 def test_rendered_patch_centres_look_like_frame_0_where_the_targets_say():
@@ -85,7 +94,7 @@ def test_probe_losses_match_a_direct_computation_and_train_the_hooked_block():
     torch.nn.init.normal_(probe.flow.weight)
     probe.attach()
     model(target["images"])
-    losses = probe.losses(target, flow_weight=1.0, attention_weight=1.0)
+    losses = probe.losses(target, {"flow": 1.0, "attention": 1.0})
     # Attention logits recomputed by hand from the block's own modules.
     block = model.aggregator.global_blocks[1]
     tokens, pos = model.aggregator.embed(target["images"])
@@ -112,7 +121,41 @@ def test_probe_losses_match_a_direct_computation_and_train_the_hooked_block():
     probe.detach()
     model(target["images"])
     with pytest.raises(RuntimeError, match="before a forward pass"):
-        probe.losses(target, 1.0, 1.0)
+        probe.losses(target, {"flow": 1.0, "attention": 1.0})
+
+
+def test_point_probes_read_their_own_blocks_and_regress_the_patch_points():
+    model, target = _model(), _target()
+    probe = CorrespondenceProbe(model, block=1, camera_points_block=0, frame0_points_block=1)
+    for read_out in (probe.camera_points, probe.frame0_points):
+        torch.nn.init.normal_(read_out.weight, std=0.1)
+    outputs = {}
+    hooks = [model.aggregator.global_blocks[i].register_forward_hook(
+        lambda module, args, output, i=i: outputs.__setitem__(i, output)) for i in (0, 1)]
+    probe.attach()
+    model(target["images"])
+    losses = probe.losses(target, {"camera_points": 1.0, "frame0_points": 2.0})
+    assert set(losses) == {"camera_points", "frame0_points"}
+    truth = patch_correspondence(target["depth"], target["extrinsics"], target["intrinsics"], PATCH)
+    start = model.aggregator.patch_start_idx
+    for name, block in (("camera_points", 0), ("frame0_points", 1)):
+        tokens = outputs[block].reshape(1, 3, -1, 32)[:, :, start:]
+        error = F.smooth_l1_loss(getattr(probe, name)(tokens), getattr(truth, name).float(), reduction="none").sum(-1)
+        assert losses[name].item() == pytest.approx(error[truth.has_depth].mean().item(), rel=1e-5)
+    # The own-camera read-out hangs on block 0: its gradient reaches block 0 and not block 1.
+    losses["camera_points"].backward()
+    assert model.aggregator.global_blocks[0].mlp.fc2.weight.grad.abs().sum() > 0
+    assert model.aggregator.global_blocks[1].mlp.fc2.weight.grad is None
+    for hook in hooks:
+        hook.remove()
+    probe.detach()
+    with pytest.raises(ValueError, match="frame-0 points block must be in 0..1"):
+        CorrespondenceProbe(model, block=0, frame0_points_block=2)
+    without_points = CorrespondenceProbe(model, block=0)
+    without_points.attach()
+    model(target["images"])
+    with pytest.raises(ValueError, match="without a block for camera_points"):
+        without_points.losses(target, {"camera_points": 1.0})
 
 
 def test_probe_rejects_blocks_and_heads_the_model_does_not_have():

@@ -96,6 +96,35 @@ def test_windows_depend_only_on_seed_and_step():
     assert any(not np.array_equal(a, b) for a, b in zip(sampler.indices(0, 10, 6), sampler.indices(1, 10, 6)))
 
 
+def test_subset_windows_span_the_whole_sequence_in_either_order_and_grow_with_a_curriculum():
+    sampler = WindowSampler(batch=4, min_frames=2, max_frames=10, seed=3, sampling="subset")
+    counts, spans, orders = [], [], set()
+    for step in range(300):
+        windows = sampler.indices(step, scenes=5, frames=20)
+        assert all(np.array_equal(a, b) for a, b in zip(windows, sampler.indices(step, 5, 20)))
+        for window in windows:
+            frames = window[1:]
+            steps = np.diff(frames)
+            assert len(set(frames)) == len(frames) and 0 <= frames.min() and frames.max() < 20
+            assert (steps > 0).all() or (steps < 0).all()
+            orders.add(bool(steps[0] > 0))
+            counts.append(len(frames))
+            spans.append(abs(int(frames[-1]) - int(frames[0])))
+    counts = np.array(counts)
+    assert counts.min() == 2 and counts.max() == 10 and np.mean(counts >= 8) > 0.25  # a real share of long windows
+    assert orders == {True, False} and max(spans) == 19 and np.mean(np.array(spans) >= 10) > 0.4
+    # The curriculum keeps early windows short and reaches the whole sequence at its end.
+    curriculum = WindowSampler(batch=4, min_frames=2, max_frames=4, seed=3, sampling="subset",
+                               curriculum_steps=100, curriculum_start=0.25)
+    early = [abs(w[-1] - w[1]) for step in range(10) for w in curriculum.indices(step, 5, 20)]
+    late = [abs(w[-1] - w[1]) for step in range(100, 200) for w in curriculum.indices(step, 5, 20)]
+    assert max(early) < 6 and max(late) == 19
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        WindowSampler(sampling="random")
+    with pytest.raises(ValueError, match="up to 10 frames do not fit in the cached 6"):
+        sampler.indices(0, 5, 6)
+
+
 def test_batch_is_normalised_per_window(cache_dir):
     cache = load_scene_cache(cache_dir)
     batch = window_batch(cache, [np.array([0, 3, 2, 1]), np.array([2, 0, 1, 2])])
@@ -150,10 +179,12 @@ def test_interrupted_training_resumes_to_the_same_weights(cache_dir, tmp_path):
 
 def test_interrupted_training_with_the_correspondence_probe_resumes_to_the_same_weights(cache_dir, tmp_path):
     levers = dict(weights=LossWeights(depth=0.0, point=0.0, flow=1.0, attention=1.0, correspondence_block=1,
-                                      attention_all_keys=True),
+                                      attention_all_keys=True, pair=1.0, camera_points=1.0, camera_points_block=0,
+                                      frame0_points=1.0, frame0_points_block=1),
                   patch_init="whitened", pos_embed_init="sincos", clip_per_module=True, camera_lr_scale=0.5)
     uninterrupted, record = _train(cache_dir, tmp_path / "a", steps=6, **levers)
-    assert {"flow", "attention", "grad_norm_aggregator", "grad_norm_correspondence_probe"} <= set(record["history"][-1])
+    assert {"flow", "attention", "pair_rotation", "pair_translation", "camera_points", "frame0_points",
+            "grad_norm_aggregator", "grad_norm_correspondence_probe"} <= set(record["history"][-1])
     assert "depth" not in record["history"][-1]  # camera-only: the dense heads did not run
 
     def interrupt(message):
