@@ -39,8 +39,8 @@ from vggt_quant_core.geometry import closed_form_inverse_se3
 from vggt_quant_core.presets import DEFAULT_PRESET, load_model
 from vggt_quant_ros import conversions
 from vggt_quant_ros.demo import NodeOutputs, camera_from_map, input_parameters, play, private_graph
-from vggt_quant_ros.estimator import Estimator, estimator_from_model
-from vggt_quant_ros.metric_scale import SCALE_SOURCES
+from vggt_quant_core.stream.estimator import Estimator, estimator_from_model
+from vggt_quant_core.stream.metric_scale import SCALE_SOURCES
 from vggt_quant_ros.reconstruct_node import ReconstructNode
 
 MODELS = ("truth", "truth-drift", "default")

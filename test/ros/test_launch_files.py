@@ -12,7 +12,7 @@ from helpers_ros import DOMAIN_ID, RosGraph
 import rclpy  # noqa: I100 (helpers_ros skips this module without rclpy)
 from rclpy.expand_topic_name import expand_topic_name
 from rclpy.parameter import Parameter
-from vggt_quant_ros.estimator import Estimator
+from vggt_quant_core.stream.estimator import Estimator
 from vggt_quant_ros.reconstruct_node import NODE_NAME, PARAMETERS, ReconstructNode
 
 CONFIG = REPO / "config" / "reconstruct.yaml"

@@ -18,8 +18,6 @@ Storage is ``mcap`` (default) or ``sqlite3`` (``.db3``), bag format version 9, t
 
 import io
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -31,6 +29,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from ..fileio import atomic_directory
 from ..geometry import mat_to_quat
 from .image_messages import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, ImageError, compressed_to_rgb, image_to_rgb
 from .scenes import RenderedSequence, SceneSequence
@@ -66,19 +65,6 @@ def _typestore():
     return get_typestore(Stores.ROS2_KILTED)
 
 
-def _replace_directory(source: Path, target: Path) -> None:
-    """Move the finished directory ``source`` onto ``target``; an old ``target`` is removed only after."""
-    old = None
-    if target.exists():
-        if not target.is_dir():
-            raise ValueError(f"{target} exists and is not a directory (a bag is a directory)")
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / "bag")
-    os.replace(source, target)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap", camera_info: bool = True,
               compression: Optional[str] = None, odometry: bool = False, depth: bool = False) -> Path:
     """Write every camera of ``sequence`` to the rosbag2 directory ``path`` (replaced atomically if it
@@ -94,12 +80,9 @@ def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap",
         raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     image_type = IMAGE_TYPE if compression is None else COMPRESSED_IMAGE_TYPE
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     store = _typestore()
     types = store.types
-    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        staged = scratch / path.name  # rosbags names the storage file after the directory
+    with atomic_directory(path) as staged:   # rosbags names the storage file after the directory
         with Writer(staged, version=9, storage_plugin=STORAGES[storage]) as writer:
             connections = {}
             for camera in sequence.cameras:
@@ -138,9 +121,6 @@ def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap",
                         info = _camera_info(types, header, camera.intrinsics[frame].astype(np.float64),
                                             width, height, sequence.baseline * index)
                         writer.write(info_connection, stamp, store.serialize_cdr(info, CAMERA_INFO_TYPE))
-        _replace_directory(staged, path)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return path
 
 

@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from vggt_quant_ros.mapping import VoxelMap, VoxelSums
-from vggt_quant_ros.metric_scale import (NoScale, OdometryTrack, ScaleFilter, ScaleSample, baseline_from_projection,
+from vggt_quant_core.stream.mapping import VoxelMap, VoxelSums
+from vggt_quant_core.stream.metric_scale import (NoScale, OdometryTrack, ScaleFilter, ScaleSample, baseline_from_projection,
                                          depth_pairs, depth_scale, robust_ratio, stereo_scale, travel_scale)
 from vggt_quant_ros.parameters import PARAMETERS, ConfigurationError, settings_from
-from vggt_quant_ros.windowing import Frame, StampPairing
+from vggt_quant_core.stream.windowing import Frame, StampPairing
 
 
 def test_robust_ratio_ignores_outliers_and_reports_spread():

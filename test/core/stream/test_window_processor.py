@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 
 from helpers_truth import GroundTruthModel, rig
-from vggt_quant_ros.estimator import Estimator
+from vggt_quant_core.stream.estimator import Estimator
 from vggt_quant_ros.parameters import PARAMETERS, NodeSettings
-from vggt_quant_ros.window_processor import MetricSensors, WindowProcessor
-from vggt_quant_ros.windowing import Frame, FrameSet
+from vggt_quant_core.stream.window_processor import MetricSensors, WindowProcessor
+from vggt_quant_core.stream.windowing import Frame, FrameSet
 
 WIDTH, HEIGHT = 112, 84
 DEFAULTS = NodeSettings(**{p.name: p.default for p in PARAMETERS})
