@@ -58,9 +58,9 @@ from vggt_quant_core.fileio import write_text_atomic
 from vggt_quant_core.geometry import quat_to_mat, unproject_depth_map_to_point_map
 
 from . import conversions
-from .estimator import Estimator, estimator_from_model
+from vggt_quant_core.stream import Estimator, estimator_from_model
 from .diagnostics import Stats
-from .metric_scale import SCALE_SOURCES, scale_mode
+from vggt_quant_core.stream.metric_scale import SCALE_SOURCES, scale_mode
 from .parameters import ConfigurationError
 from .reconstruct_node import NODE_NAME, ReconstructNode
 
