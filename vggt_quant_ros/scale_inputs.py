@@ -19,7 +19,8 @@ from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
 from vggt_quant_core.stream import Frame, StreamReconstructor
-from vggt_quant_core.stream.metric_scale import NoScale, baseline_from_projection
+from vggt_quant_core.data.bags import baseline_from_projection
+from vggt_quant_core.stream.metric_scale import NoScale
 from vggt_quant_core.stream.window_processor import MetricSensors
 
 from . import conversions

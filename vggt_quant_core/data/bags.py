@@ -20,7 +20,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,7 +31,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from ..fileio import atomic_directory
 from ..geometry import mat_to_quat
-from .image_messages import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, ImageError, compressed_to_rgb, image_to_rgb
+from .image_messages import (COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, ImageError, compressed_to_rgb, depth_metres,
+                             image_to_rgb)
 from .scenes import RenderedSequence, SceneSequence
 from .trajectories import camera_centres
 
@@ -234,6 +235,66 @@ def serialized_messages(path: os.PathLike, topics: Sequence[str]) -> List[Tuple[
         raise
     except Exception as exc:  # rosbags raises its own error classes for unreadable or foreign files
         raise ValueError(f"{path}: cannot read as rosbag2 ({type(exc).__name__}: {exc})") from exc
+
+
+@dataclass
+class BagMessage:
+    """One decoded message of ``bag_messages``."""
+
+    topic: str
+    kind: str            # "image", "depth", "camera_info" or "odometry"
+    stamp_ns: int        # header stamp
+    frame_id: str
+    data: Any            # image [H, W, 3] uint8 RGB; depth [H, W] float32 metres (NaN: none); odometry position [3];
+    #                      camera_info {"k": [3, 3], "size": (width, height), "baseline": metres from P's Tx}
+
+
+def bag_topics(path: os.PathLike) -> Dict[str, str]:
+    """Topic -> message type of every connection of a bag."""
+    try:
+        with AnyReader([Path(path)], default_typestore=_typestore()) as reader:
+            return {c.topic: c.msgtype for c in reader.connections}
+    except Exception as exc:  # rosbags raises its own error classes for unreadable or foreign files
+        raise _open_error(Path(path), exc) from exc
+
+
+def bag_messages(path: os.PathLike, topics: Sequence[str]) -> Iterator[BagMessage]:
+    """The messages of those ``topics`` that the bag has, decoded one at a time in log-time order (memory does not
+    grow with the bag): images (``Image``/``CompressedImage``; depth images as metres), ``CameraInfo`` and
+    ``Odometry``. Raises ``ValueError`` for an unreadable bag or message."""
+    path = Path(path)
+    try:
+        with AnyReader([path], default_typestore=_typestore()) as reader:
+            connections = [c for c in reader.connections if c.topic in topics]
+            for connection, _, raw in reader.messages(connections=connections) if connections else ():
+                msg = reader.deserialize(raw, connection.msgtype)
+                yield _bag_message(connection.topic, connection.msgtype, msg)
+    except ImageError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    except ValueError:
+        raise
+    except Exception as exc:  # rosbags raises its own error classes for unreadable, truncated or foreign files
+        raise _open_error(path, exc) from exc
+
+
+def baseline_from_projection(projection: Sequence[float]) -> float:
+    """Stereo baseline (metres) from the second camera's CameraInfo projection P [3x4]: Tx = P[0, 3] = -fx * B."""
+    fx, tx = float(projection[0]), float(projection[3])
+    return abs(tx / fx) if fx else 0.0
+
+
+def _bag_message(topic: str, msgtype: str, msg) -> BagMessage:
+    head = (topic, _stamp(msg), msg.header.frame_id)
+    if msgtype == CAMERA_INFO_TYPE:
+        k = np.array(msg.k, dtype=np.float64).reshape(3, 3)
+        info = {"k": k, "size": (int(msg.width), int(msg.height)), "baseline": baseline_from_projection(msg.p)}
+        return BagMessage(head[0], "camera_info", *head[1:], info)
+    if msgtype == ODOMETRY_TYPE:
+        p = msg.pose.pose.position
+        return BagMessage(head[0], "odometry", *head[1:], np.array([p.x, p.y, p.z]))
+    if msgtype == IMAGE_TYPE and is_depth_image(topic, msg):
+        return BagMessage(head[0], "depth", *head[1:], depth_metres(msg))
+    return BagMessage(head[0], "image", *head[1:], _decode(msgtype, msg))
 
 
 def is_depth_image(topic: str, msg) -> bool:

@@ -74,8 +74,8 @@ class StreamReconstructor:
 
     ``estimator`` may come later (``use``): the input stage works without it. ``warn(camera or None, kind,
     text)`` hears problems that do not stop the stream (default: the log). ``sensors`` replaces how the metric
-    scale gets the stereo baseline and odometry positions (default: ``settings.stereo_baseline_m``, and the
-    frames' ``odometry`` or what ``push_odometry`` received)."""
+    scale gets the stereo baseline and odometry positions (default: ``stereo_baseline_m``, which starts as the
+    setting's, and the frames' ``odometry`` or what ``push_odometry`` received)."""
 
     def __init__(self, settings: StreamSettings, estimator: Optional[Estimator] = None, warn: Optional[Warn] = None,
                  sensors: Optional[MetricSensors] = None):
@@ -84,7 +84,8 @@ class StreamReconstructor:
         self._warn = warn or _log_warning
         self.counts = StreamCounts()
         self.odometry = OdometryTrack()
-        self.sensors = sensors or MetricSensors(baseline_m=lambda: self.settings.stereo_baseline_m,
+        self.stereo_baseline_m = settings.stereo_baseline_m
+        self.sensors = sensors or MetricSensors(baseline_m=lambda: self.stereo_baseline_m,
                                                 positions_at=self._positions_at)
         # input stage
         self._stamp_order = StampOrder(settings.cameras)

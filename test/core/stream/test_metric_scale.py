@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from vggt_quant_core.stream.mapping import VoxelMap, VoxelSums
-from vggt_quant_core.stream.metric_scale import (NoScale, OdometryTrack, ScaleFilter, ScaleSample,
-                                                 baseline_from_projection, depth_pairs, depth_scale, robust_ratio,
-                                                 stereo_scale, travel_scale)
+from vggt_quant_core.data.bags import baseline_from_projection
+from vggt_quant_core.stream.metric_scale import (NoScale, OdometryTrack, ScaleFilter, ScaleSample, depth_pairs,
+                                                 depth_scale, robust_ratio, stereo_scale, travel_scale)
 from vggt_quant_core.stream.windowing import Frame, StampPairing
 
 
