@@ -25,7 +25,7 @@ FAST = ["--preset", "vggt-tiny-random", "--width", str(WIDTH), "-q"]
 
 def _params_file(tmp_path, **changes):
     """config/reconstruct.yaml with ``changes`` (written as YAML scalars)."""
-    from vggt_quant_ros.demo import default_params_file
+    from vggt_quant_core.stream import default_parameter_file as default_params_file
 
     lines = default_params_file().read_text().splitlines()
     for name, value in changes.items():

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 from . import bench, calibrate, demo, infer, quantize, reconstruct, scenes, train
 from . import eval as evaluate
-from .errors import run_reporting_errors
+from ..console import run_reporting_errors
 
 log = logging.getLogger("vggt_quant")
 

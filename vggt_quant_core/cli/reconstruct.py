@@ -88,4 +88,3 @@ class ProgressBar:
     def close(self) -> None:
         if self._tty and self._drawn:
             self.stream.write("\n")
-

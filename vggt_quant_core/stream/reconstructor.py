@@ -252,14 +252,9 @@ class StreamReconstructor:
     def write(self, folder: Path, summary: Optional[Dict[str, Any]] = None) -> None:
         """What ``save`` writes, into an existing ``folder`` (each file atomically, the folder not)."""
         xyz, rgb, _ = self.cloud()
-        write_ply(folder / "points.ply", xyz, rgb)
         path = self.trajectory
-        write_text_atomic(folder / "trajectory.txt", tum_trajectory(path))
-        write_text_atomic(folder / "cameras.json", json.dumps({"convention": CAMERA_CONVENTION, "frames": [
-            {"index": pose.index, "stamp_ns": pose.stamp_ns, "extrinsic": camera_from_map(pose).tolist()}
-            for pose in path]}, indent=1))
-        if self.last is not None:
-            write_depth_views(folder, self.last)
+        views = [] if self.last is None else self.last.depth
+        write_map_outputs(folder, xyz, rgb, path, [(v.frame.camera, v.frame.index, v.depth) for v in views])
         state = self.processor.scale.status(self.settings.scale_source)
         write_text_atomic(folder / "summary.json", json.dumps({
             **(summary or {}), **dataclasses.asdict(self.counts), "map_points": len(xyz), "keyframes_in_trajectory":
@@ -268,6 +263,19 @@ class StreamReconstructor:
             "files": {"map": "points.ply", "trajectory": "trajectory.txt (TUM: stamp_s tx ty tz qx qy qz qw)",
                       "cameras": "cameras.json", "depth": "depth/frame_<index>.npy|.png (camera k > 0: camk/depth/)"}},
             indent=1))
+
+
+def write_map_outputs(folder: Path, xyz: np.ndarray, rgb: np.ndarray, path: Sequence[PathPose],
+                      depth: Sequence[Tuple[int, int, np.ndarray]]) -> None:
+    """``points.ply``, ``trajectory.txt`` (TUM), ``cameras.json`` and the depth images (camera, frame index,
+    depth [H, W] in map units) of a streaming reconstruction into ``folder``, each file atomically."""
+    write_ply(folder / "points.ply", xyz, rgb)
+    write_text_atomic(folder / "trajectory.txt", tum_trajectory(path))
+    write_text_atomic(folder / "cameras.json", json.dumps({"convention": CAMERA_CONVENTION, "frames": [
+        {"index": pose.index, "stamp_ns": pose.stamp_ns, "extrinsic": camera_from_map(pose).tolist()}
+        for pose in path]}, indent=1))
+    for camera, index, image in depth:
+        _write_depth(folder, camera, index, image)
 
 
 def tum_trajectory(path: Sequence[PathPose]) -> str:
@@ -288,5 +296,8 @@ def write_depth_views(folder: Path, result: WindowResult) -> None:
     """The depth of a window's newest time step (map units, NaN: none) as ``depth/frame_<index>.npy|.png``
     (camera k > 0: ``camk/depth/``)."""
     for view in result.depth:
-        camera = view.frame.camera
-        write_depth(folder if camera == 0 else folder / f"cam{camera}", view.frame.index, view.depth)
+        _write_depth(folder, view.frame.camera, view.frame.index, view.depth)
+
+
+def _write_depth(folder: Path, camera: int, index: int, depth: np.ndarray) -> None:
+    write_depth(folder if camera == 0 else folder / f"cam{camera}", index, depth)

@@ -36,6 +36,7 @@ class PathPose(NamedTuple):
     position: np.ndarray       # [3]
     quaternion: np.ndarray     # [4] (x, y, z, w), the optical axes in the map
 
+
 # (camera or None for the whole window, kind, text): a problem worth a throttled warning, not a failed window
 Warn = Callable[[Optional[int], str, str], None]
 

@@ -9,7 +9,7 @@ from vggt_quant_core.data.scenes import surface_distance
 from vggt_quant_core.geometry import quat_to_mat
 from vggt_quant_core.inference import predictions_to_reconstruction
 from vggt_quant_core.stream.mapping import (FLU_FROM_OPTICAL, AlignmentError, VoxelMap, VoxelSums, WindowMapper,
-                                    voxel_downsample)
+                                            voxel_downsample)
 
 WIDTH, HEIGHT, STEPS = 112, 84, 10
 
