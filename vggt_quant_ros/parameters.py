@@ -8,7 +8,6 @@ parameters.
 """
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
 from vggt_quant_core.stream.settings import (STREAM_PARAMETER, ConfigurationError, Param, StreamSettings,
@@ -58,62 +57,22 @@ PARAMETERS: Tuple[Param, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class NodeSettings:
-    """One reading of every parameter (``PARAMETERS``, same names and order). The node takes a new one when
-    runtime parameters change; a window is processed with the snapshot it started with (``stream``)."""
-
-    image_topics: List[str]
-    camera_names: List[str]
-    transport: str
-    camera_info_topics: List[str]
-    intrinsics_source: str
-    sync_slop_s: float
-    checkpoint: str
-    preset: str
-    device: str
-    precision: str
-    image_size: int
-    preprocess_mode: str
-    point_source: str
-    reuse_frame_tokens: bool
-    window_size: int
-    window_stride: int
-    max_queue: int
-    frame_stride: int
-    min_interval_s: float
-    min_motion: float
-    conf_percentile: float
-    conf_min: float
-    pixel_stride: int
-    voxel_size: float
-    max_map_points: int
-    cloud_mode: str
-    publish_confidence: bool
-    map_frame: str
-    world_frame_convention: str
-    camera_frame_ids: List[str]
-    publish_tf: bool
-    path_max_size: int
-    scale_source: str
-    stereo_baseline_m: float
-    odometry_topic: str
-    odometry_frame: str
-    scale_min_travel_m: float
-    depth_topic: str
-    depth_camera: int
-    scale_drift: float
-    camera_timeout_s: float
-    diagnostics_period_s: float
-
-    @property
-    def stream(self) -> StreamSettings:
-        """The reconstruction's part of these settings."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(StreamSettings) if f.name != "cameras"}
-        return StreamSettings(**values, cameras=len(self.image_topics))
+def _stream(settings) -> StreamSettings:
+    """The reconstruction's part of these settings."""
+    values = {f.name: getattr(settings, f.name) for f in dataclasses.fields(StreamSettings) if f.name != "cameras"}
+    return StreamSettings(**values, cameras=len(settings.image_topics))
 
 
-def settings_from(p: Dict[str, Any]) -> NodeSettings:
+# One reading of every parameter (``PARAMETERS``: one field each, same names and order), made from the table so
+# that the two cannot disagree. The node takes a new one when runtime parameters change; a window is processed
+# with the snapshot it started with (``stream``).
+NodeSettings = dataclasses.make_dataclass(
+    "NodeSettings", [(p.name, List[str] if p.default == [] else type(p.default)) for p in PARAMETERS], frozen=True,
+    namespace={"stream": property(_stream), "__doc__": "One reading of every parameter (``PARAMETERS``)."})
+NodeSettings.__module__ = __name__
+
+
+def settings_from(p: Dict[str, Any]) -> "NodeSettings":
     """The declared values as settings: empty arrays as [], and the checks descriptors cannot express."""
     for param in PARAMETERS:
         if param.default == [] and p[param.name] is None:

@@ -5,13 +5,9 @@ import dataclasses
 import pytest
 
 from vggt_quant_core.stream.settings import STREAM_PARAMETERS, StreamSettings
-from vggt_quant_ros.parameters import PARAMETERS, ConfigurationError, NodeSettings, settings_from
+from vggt_quant_ros.parameters import PARAMETERS, ConfigurationError, settings_from
 
 DEFAULTS = {p.name: p.default for p in PARAMETERS}
-
-
-def test_settings_have_one_field_per_parameter_in_order():
-    assert [f.name for f in dataclasses.fields(NodeSettings)] == [p.name for p in PARAMETERS]
 
 
 def test_the_node_declares_every_stream_parameter_and_hands_them_on():
