@@ -22,7 +22,7 @@ RVIZ = REPO / "rviz" / "vggt_quant_ros.rviz"
 
 def _idle(**_):
     """A model that must never be asked for anything: these tests publish no images."""
-    return Estimator(predict=lambda images: pytest.fail("unexpected inference"), image_size=56,
+    return Estimator(predict=lambda images, keys: pytest.fail("unexpected inference"), image_size=56,
                      description="idle", backend="cpu fp32", bits=32)
 
 
