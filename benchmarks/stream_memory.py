@@ -4,8 +4,9 @@ A generated orbit (one seed, 112x84: the default model's input size) of the long
 PNG files. Each length (default 50, 200 and 1000 frames: the first N files) is reconstructed by ``vggt-quant
 reconstruct --images`` in a fresh process with ``config/reconstruct.yaml`` (windows of 8 keyframes every 4,
 the default model ``vggt-tiny-synth``, frame reuse on, every keyframe pose kept for trajectory.txt); that
-process reports its peak RSS (``getrusage`` ``ru_maxrss``: model, runtime and everything the stream holds)
-and what it made. Memory does not depend on the machine's load, so this may run beside other jobs.
+process reports its peak RSS (``VmHWM`` of /proc/self/status: model, runtime and everything the stream holds;
+not ``getrusage``, whose high-water mark survives the exec and would show the parent's) and what it made.
+Memory does not depend on the machine's load, so this may run beside other jobs.
 
 It also states VGGT-1B's peak per window: the model (1,256,537,516 float32 parameters) plus one window's
 forward, extrapolated linearly in frames from the forward peak ``benchmarks/aggregator_memory.py`` measured
@@ -21,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,7 +40,8 @@ def child(images: Path, out: Path) -> None:
 
     code = main(["-q", "reconstruct", "--images", str(images), "--out", str(out)])
     summary = json.loads((out / "summary.json").read_text()) if code == 0 else {}
-    print(json.dumps({"exit_code": code, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    peak = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(json.dumps({"exit_code": code, "peak_rss_bytes": peak,
                       **{key: summary.get(key) for key in ("frames_read", "keyframes", "processed", "failed",
                                                            "map_points", "keyframes_in_trajectory", "seconds")}}))
 
