@@ -7,7 +7,7 @@ The messages the node subscribes to are played as recorded (serialized CDR) over
 ``ReconstructNode`` running in this process. What it publishes is collected and handed to the shared scoring
 as the library's outputs would be (``demo.StreamOutputs``): ``~/path`` (camera 0 per keyframe in ``map``),
 ``~/depth/cam0`` with its ``camera_info`` (the newest frame of each window) and ``~/points`` (the map), which
-are also written to ``reconstruction/``.
+are also written to ``reconstruction/`` (as ``vggt-quant reconstruct`` writes them).
 
 Pace: messages go out in stamp order (at equal stamps the scale inputs before the images, so that the window
 an image completes finds them); an image, odometry or depth message is published once the node has taken the
@@ -19,6 +19,7 @@ context of its own on a random domain id, with discovery limited to this process
 
 import argparse
 import functools
+import json
 import logging
 import os
 import random
@@ -41,7 +42,7 @@ from vggt_quant_core.console import add_demo_arguments, options_from, run_report
 from vggt_quant_core.data.bags import serialized_messages
 from vggt_quant_core.demo import (CAMERAS, DemoOptions, DemoResult, DemoRun, StreamOutputs, read_recording, run_demo,
                                   stream_result)
-from vggt_quant_core.fileio import atomic_directory
+from vggt_quant_core.fileio import atomic_directory, write_text_atomic
 from vggt_quant_core.stream import Estimator, estimator_from_model
 from vggt_quant_core.stream.reconstructor import write_map_outputs
 from vggt_quant_core.stream.window_processor import PathPose
@@ -227,6 +228,8 @@ def reconstruct_with_node(run: DemoRun, estimator: Optional[Estimator] = None) -
         staged.mkdir()
         write_map_outputs(staged, streamed.cloud, streamed.cloud_rgb, streamed.path,
                           [(0, index[stamp], depth) for stamp, depth, _ in streamed.depth])
+        write_text_atomic(staged / "summary.json", json.dumps({"recording": str(run.bag), "node": node_report},
+                                                              indent=1))
     return stream_result(run, streamed, windows, "the ROS reconstruct node",
                          (stats.windows_processed, stats.dropped_windows, stats.failed_windows),
                          stats.scale["scale_mode"],
