@@ -21,7 +21,7 @@ $(STAMP): setup.py setup.cfg
 	touch $(STAMP)
 
 # The demo reconstructs through the ROS reconstruct node (rclpy comes with the [ros] extra); without rclpy it
-# falls back to `vggt-quant demo` (the same recording and scoring, the `infer` pipeline on one window).
+# falls back to `vggt-quant demo` (the same recording, windows and scoring, through the streaming library).
 demo: $(STAMP)
 	@if $(PY) -c "import rclpy" 2>/dev/null; then \
 		$(PY) -m vggt_quant_ros.demo --out $(DEMO_OUT); \

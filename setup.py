@@ -32,9 +32,10 @@ setup(
                       "rosbags>=0.11.9", "scipy>=1.9", "PyYAML>=5.4", "ninja>=1.11"],
     extras_require={
         "ros": ROS_WHEELS,
-        "dev": ["pytest>=7", "flake8>=6", "colcon-common-extensions", "fht-cpu",
+        "dev": ["pytest>=7", "flake8>=6", "colcon-common-extensions", "fht-cpu", "av>=12",
                 "opencv-python-headless"],  # OpenCV: the tests' reference for lens undistortion
         "fast": ["fht-cpu"],  # optional CPU Hadamard kernel (the pure-torch Kronecker path is the default)
+        "video": ["av>=12"],  # vggt-quant reconstruct --video (PyAV: FFmpeg's decoders in the wheel)
     },
     zip_safe=False,  # the kernel sources in kernels/csrc are compiled from the installed files
     entry_points={

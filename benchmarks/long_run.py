@@ -38,9 +38,11 @@ from vggt_quant_core.fileio import write_text_atomic
 from vggt_quant_core.geometry import closed_form_inverse_se3
 from vggt_quant_core.presets import DEFAULT_PRESET, load_model
 from vggt_quant_ros import conversions
-from vggt_quant_ros.demo import NodeOutputs, camera_from_map, input_parameters, play, private_graph
-from vggt_quant_ros.estimator import Estimator, estimator_from_model
-from vggt_quant_ros.metric_scale import SCALE_SOURCES
+from vggt_quant_core.demo import input_parameters
+from vggt_quant_core.stream.estimator import Estimator, estimator_from_model
+from vggt_quant_core.stream.metric_scale import SCALE_SOURCES
+from vggt_quant_core.stream.reconstructor import camera_from_map
+from vggt_quant_ros.demo import NodeOutputs, node_outputs, play, private_graph
 from vggt_quant_ros.reconstruct_node import ReconstructNode
 
 MODELS = ("truth", "truth-drift", "default")
@@ -67,9 +69,9 @@ def run(bag: Path, sequence: SceneSequence, estimator: Estimator, source: str, w
         play(bag, values, player, node, outputs)
         stats = node.stats()
     index_of = {int(stamp): i for i, stamp in enumerate(sequence.timestamps_ns.tolist())}
-    path = outputs.path[-1].poses
-    steps = [index_of[conversions.stamp_to_ns(p.header.stamp)] for p in path]
-    estimated = _camera_to_world(np.stack([camera_from_map(p.pose) for p in path]))
+    path = node_outputs(outputs, index_of).path
+    steps = [pose.index for pose in path]
+    estimated = _camera_to_world(np.stack([camera_from_map(pose) for pose in path]))
     truth = _camera_to_world(sequence.cameras[0].extrinsics[steps].astype(np.float64))
     metric = stats.scale.get("scale_mode", "").startswith("metric")
     ate = absolute_trajectory_error(estimated[:, :3, 3], truth[:, :3, 3], metric=metric)

@@ -42,8 +42,8 @@ from sensor_msgs.msg import Image  # noqa: E402
 
 from vggt_quant_core.data import preprocess_image  # noqa: E402
 from vggt_quant_ros import conversions  # noqa: E402
-from vggt_quant_ros.estimator import Estimator  # noqa: E402
-from vggt_quant_ros.mapping import VoxelMap, VoxelSums  # noqa: E402
+from vggt_quant_core.stream.estimator import Estimator  # noqa: E402
+from vggt_quant_core.stream.mapping import VoxelMap, VoxelSums  # noqa: E402
 from vggt_quant_ros.reconstruct_node import ReconstructNode  # noqa: E402
 
 STAGES = ("convert", "preprocess", "reconstruct", "align", "publish", "overhead", "inference")

@@ -65,12 +65,12 @@ class GroundTruthModel(TrueGeometryModel):
         self.rig, self.gate, self.corrupt = rig, gate, set(corrupt)
         self.entered = threading.Event()
 
-    def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def predict(self, images: torch.Tensor, keys=None) -> Dict[str, torch.Tensor]:
         self.entered.set()
         if self.gate is not None:
             assert self.gate.wait(timeout=30), "test never released the model"
         call = self.calls
-        predictions = super().predict(images)
+        predictions = super().predict(images, keys)
         if call in self.corrupt:
             predictions["pose_enc"][:] = float("nan")
         return predictions

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Union
@@ -44,3 +45,32 @@ def write_bytes_atomic(path: PathLike, data: bytes) -> None:
 
 def write_text_atomic(path: PathLike, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def _replace_directory(source: Path, target: Path) -> None:
+    """Move the finished directory ``source`` onto ``target``; an old ``target`` is removed only after."""
+    old = None
+    if target.exists():
+        if not target.is_dir():
+            raise ValueError(f"{target} exists and is not a directory")
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, old / target.name)
+    os.replace(source, target)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike) -> Iterator[Path]:
+    """Yield a path (not yet created) with the same name as ``path`` in a scratch folder beside it; on success
+    the directory made there replaces ``path`` (an old one is removed only once the new one is in place). If
+    the body raises, or the process dies, ``path`` is as it was and nothing half-written carries its name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        staged = scratch / path.name
+        yield staged
+        _replace_directory(staged, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -1,9 +1,10 @@
-"""The ``infer`` use case: images (paths or arrays) -> VGGT -> a reconstruction folder (points.ply, depth,
-cameras.json, summary.json). ``vggt-quant infer`` and the demo without ROS call it."""
+"""The ``infer`` use case: images (paths or arrays) -> VGGT as one window -> a reconstruction folder
+(points.ply, depth, cameras.json, summary.json). ``vggt-quant infer`` calls it; sequences longer than a window
+go through ``vggt-quant reconstruct`` (``stream``)."""
 
-import argparse
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
@@ -20,15 +21,32 @@ from .presets import load_model
 log = logging.getLogger("vggt_quant")
 
 
-def reconstruct_images(sources: Sequence[ImageSource], args: argparse.Namespace, out: Path,
+@dataclass(frozen=True)
+class InferOptions:
+    """How ``reconstruct_images`` runs (``vggt-quant infer``'s options)."""
+
+    checkpoint: Optional[Path] = None     # weights file or directory; None: ``preset``
+    preset: Optional[str] = None          # None: the default preset
+    device: str = "auto"
+    precision: str = "auto"
+    mode: str = "crop"                    # preprocessing: crop or pad
+    size: Optional[int] = None            # preprocessing width; None: the model's
+    points: str = "depth"                 # cloud from depth + cameras, or the point head ("pointmap")
+    conf_percentile: float = 50.0
+    conf_min: float = 1.0
+    max_frames: int = 64
+
+
+def reconstruct_images(sources: Sequence[ImageSource], args: InferOptions, out: Path,
                        extra_metadata: Optional[dict] = None, names: Optional[Sequence[str]] = None,
                        loaded: Optional[Tuple[VGGT, int, str]] = None) -> Tuple[dict, Reconstruction]:
-    """Shared by ``infer`` and ``demo``: load the model (unless ``loaded``, as ``presets.load_model``
+    """Load the model (unless ``loaded``, as ``presets.load_model``
     returns it), run it on the images (paths or arrays), write the outputs. Returns the summary and the
     reconstruction. ``names`` label the frames in cameras.json (default: the sources)."""
     if len(sources) > args.max_frames:
-        raise ValueError(f"{len(sources)} images exceed --max-frames {args.max_frames}; pass fewer frames "
-                         "or raise the limit")
+        raise ValueError(f"{len(sources)} images exceed --max-frames {args.max_frames} (one window: memory and time "
+                         "grow with frames^2); stream a longer sequence through overlapping windows with "
+                         "`vggt-quant reconstruct --images ...`, or raise the limit")
     if not 0 <= args.conf_percentile < 100:
         raise ValueError(f"--conf-percentile must be in [0, 100), got {args.conf_percentile}")
     device = resolve_device(args.device)

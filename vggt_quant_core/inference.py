@@ -14,6 +14,7 @@ import torch
 
 from .geometry import pose_encoding_to_extri_intri, unproject_depth_map_to_point_map
 from .model import VGGT
+from .model.aggregator import Aggregator
 from .model.loading import low_precision_parameter_names
 from .quant import fuse_residual_epilogues
 
@@ -59,10 +60,14 @@ def resolve_precision(precision: str, model: VGGT, device: torch.device) -> torc
 
 
 def run_vggt(model: VGGT, images: torch.Tensor, precision: str = "auto",
-             query_points: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+             query_points: Optional[torch.Tensor] = None,
+             frame_tokens: Optional[Callable[[Aggregator, torch.Tensor], torch.Tensor]] = None
+             ) -> Dict[str, torch.Tensor]:
     """Forward pass without autograd; images [S, 3, H, W] or [B, S, 3, H, W] in [0, 1]. A quantized model's
     attn.proj/mlp.fc2 epilogues run fused with their LayerScale + residual add (``fuse_residual_epilogues``:
-    the same outputs, one pass fewer per layer; inference only, so set here)."""
+    the same outputs, one pass fewer per layer; inference only, so set here). ``frame_tokens(aggregator,
+    images)``, if given, supplies the aggregator's per-frame work (``VGGT.forward``), under the same autocast
+    as the rest."""
     fuse_residual_epilogues(model)
     device = next(model.parameters()).device
     dtype = resolve_precision(precision, model, device)
@@ -74,7 +79,8 @@ def run_vggt(model: VGGT, images: torch.Tensor, precision: str = "auto",
     if query_points is not None:
         query_points = query_points.to(device)
     with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        return model(images, query_points=query_points)
+        tokens = None if frame_tokens is None else frame_tokens(model.aggregator, images)
+        return model(images, query_points=query_points, frame_tokens=tokens)
 
 
 @contextlib.contextmanager

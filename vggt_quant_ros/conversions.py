@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
 from vggt_quant_core.data.image_messages import (SUPPORTED_ENCODINGS, ImageError, UnsupportedEncoding,  # noqa: F401
-                                                 compressed_to_rgb)
+                                                 compressed_to_rgb, depth_metres)
 from vggt_quant_core.data.image_messages import image_to_rgb as decode_image
 
 try:  # a full ROS install has it: it then converts encodings the table below does not know (bayer, 16UC3, ...)
@@ -107,24 +107,6 @@ def depth_image(head: Header, depth: np.ndarray) -> Image:
 def depth_from_image(msg: Image) -> np.ndarray:
     """Inverse of ``depth_image``."""
     return np.frombuffer(msg.data, "<f4").reshape(msg.height, msg.step // 4)[:, :msg.width]
-
-
-DEPTH_ENCODINGS = {"16UC1": ("u2", 0.001), "mono16": ("u2", 0.001), "32FC1": ("f4", 1.0)}   # REP 118: mm or m
-
-
-def depth_metres(msg: Image) -> np.ndarray:
-    """A depth image (``16UC1`` millimetres or ``32FC1`` metres, REP 118) -> [H, W] float32 metres, NaN where
-    invalid (0, NaN, inf); raises ``ImageError`` for other encodings or a short buffer."""
-    if msg.encoding not in DEPTH_ENCODINGS:
-        raise ImageError(f"depth encoding {msg.encoding!r} is not supported; expected "
-                         + " or ".join(DEPTH_ENCODINGS))
-    kind, unit = DEPTH_ENCODINGS[msg.encoding]
-    dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
-    if msg.step < msg.width * dtype.itemsize or len(msg.data) < msg.step * msg.height:
-        raise ImageError(f"depth image of {msg.width}x{msg.height} has {len(msg.data)} bytes with step {msg.step}")
-    rows = np.frombuffer(msg.data, np.uint8)[:msg.step * msg.height].reshape(msg.height, msg.step)
-    depth = rows[:, :msg.width * dtype.itemsize].copy().view(dtype).astype(np.float32) * np.float32(unit)
-    return np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)
 
 
 def camera_info(head: Header, intrinsics: np.ndarray, width: int, height: int) -> CameraInfo:

@@ -8,7 +8,7 @@ from typing import Dict, Hashable, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
-from .estimator import Estimator
+from vggt_quant_core.stream import Estimator
 
 DIAGNOSTIC_NAME = "vggt_quant_ros: reconstruct"
 THROTTLE_S = 5.0   # one warning per kind of problem at most this often

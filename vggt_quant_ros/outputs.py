@@ -11,9 +11,10 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
+from vggt_quant_core.stream.window_processor import PathPose, WindowResult
+
 from . import conversions
 from .parameters import NodeSettings
-from .window_processor import WindowResult
 
 
 def _tf_broadcaster_class():
@@ -46,14 +47,15 @@ class WindowPublishers:
             else:
                 self._tf = broadcaster(node)
 
-    def publish(self, result: WindowResult, settings: NodeSettings) -> None:
+    def publish(self, result: WindowResult, path: List[PathPose], settings: NodeSettings) -> None:
+        """One window's outputs; ``path``: camera 0 at every keyframe so far."""
         head = conversions.header(self._map_frame, result.window[-1].stamp_ns)
         poses, frames, newest = result.poses, result.frames, result.newest
         xyz, rgb, conf = result.cloud
         self._points.publish(conversions.point_cloud(head, xyz, rgb, conf if settings.publish_confidence else None))
         self._poses.publish(conversions.pose_array(head, poses))
-        self._path.publish(conversions.path_message(head, [(stamp, self._map_frame, pose)
-                                                           for stamp, pose in result.path]))
+        self._path.publish(conversions.path_message(head, [(pose.stamp_ns, self._map_frame,
+                                                            (pose.position, pose.quaternion)) for pose in path]))
         self._odom.publish(conversions.odometry(head, frames[newest].frame_id, poses[newest]))
         if self._tf is not None:
             self._tf.sendTransform([conversions.transform(head, frames[newest + c].frame_id, poses[newest + c])

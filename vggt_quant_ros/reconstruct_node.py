@@ -10,8 +10,9 @@ Threads (spelled out because inference takes seconds):
 * the diagnostics timer has a group of its own, so it reports while the worker is busy.
 
 ``main`` spins a ``MultiThreadedExecutor`` so the two callback groups run in parallel. The node does the ROS
-I/O; the parameters are in ``parameters``, the per-window work in ``window_processor``, the publishers in
-``outputs`` and the status in ``diagnostics``.
+I/O over the streaming library's ``StreamReconstructor``: the input group runs its input stage
+(``synchronise``, ``add_keyframe``), the worker its window stage (``process``). The parameters are in
+``parameters``, the publishers in ``outputs`` and the status in ``diagnostics``.
 """
 
 import dataclasses
@@ -35,21 +36,20 @@ from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from vggt_quant_core.model import CheckpointError
+from vggt_quant_core.stream import Estimator, Frame, FrameRejected, FrameSet, StreamReconstructor, load_estimator
+from vggt_quant_core.stream.mapping import AlignmentError
+from vggt_quant_core.stream.metric_scale import scale_mode
+from vggt_quant_core.stream.settings import NODE_NAME
+from vggt_quant_core.stream.window_processor import WindowError
 
 from . import conversions
 from .diagnostics import Stats, Throttle, diagnostic_status, stall_warning
-from .estimator import Estimator, load_estimator
 from .launch_arguments import ArgumentError, check_params_file, params_files_of
-from .mapping import AlignmentError
-from .metric_scale import scale_mode
+from .node_threads import LatestWinsQueue, StallWatch
 from .outputs import WindowPublishers
 from .parameters import PARAMETERS, ConfigurationError, NodeSettings, Param, settings_from
 from .scale_inputs import ScaleInputs
-from .window_processor import WindowError, WindowProcessor
-from .windowing import (ApproximateSync, Frame, FrameSet, KeyframeGate, LatestWinsQueue, SlidingWindow, StallWatch,
-                        StampOrder, thumbnail)
 
-NODE_NAME = "vggt"
 # problem kinds logged the first time only (diagnostics keep showing the latest)
 WARN_ONCE = ("scale-missing", "scale-rejected", "scale-clipped", "depth", "baseline")
 
@@ -101,11 +101,6 @@ class ReconstructNode(Node):
         self._throttle = Throttle(once=WARN_ONCE)
         self._camera_infos: List[Optional[CameraInfo]] = [None] * count
 
-        # input side (touched only by the input callback group)
-        self._stamp_order = StampOrder(count)
-        self._sync: ApproximateSync = ApproximateSync(count, int(s.sync_slop_s * 1e9))
-        self._gate = KeyframeGate(s.frame_stride, int(s.min_interval_s * 1e9), s.min_motion)
-        self._window: SlidingWindow[FrameSet] = SlidingWindow(s.window_size, s.window_stride)
         self._stall = StallWatch(count, s.camera_timeout_s, time.monotonic())
         self._queue: LatestWinsQueue[List[FrameSet]] = LatestWinsQueue(s.max_queue)
 
@@ -124,7 +119,10 @@ class ReconstructNode(Node):
         for camera, topic in enumerate(s.camera_info_topics):
             self.create_subscription(CameraInfo, topic, lambda msg, camera=camera: self._on_camera_info(camera, msg),
                                      qos_profile_sensor_data, callback_group=input_group)
-        self.scale_inputs = ScaleInputs(self, s, input_group, self._input_problem)
+        # the reconstruction: its input stage runs in the input group, its window stage in the worker
+        self.reconstruction = StreamReconstructor(s.stream, warn=self._worker_problem)
+        self.scale_inputs = ScaleInputs(self, s, input_group, self._input_problem, self.reconstruction)
+        self.reconstruction.sensors = self.scale_inputs.sensors   # the node measures with its topics and /tf
         self._last_report = time.monotonic()
         self.create_timer(s.diagnostics_period_s, self._report, callback_group=MutuallyExclusiveCallbackGroup())
         self.add_post_set_parameters_callback(self._apply_runtime_parameters)
@@ -136,11 +134,9 @@ class ReconstructNode(Node):
                                f"'{s.map_frame}' under {self.get_fully_qualified_name()}/")
 
     def _apply_runtime_parameters(self, params: Sequence[Parameter]) -> None:
-        """Post-set callback: a new settings snapshot, and the changed values handed to the input side."""
+        """Post-set callback: a new settings snapshot, handed to the reconstruction and the stall watch."""
         s = self._settings = dataclasses.replace(self._settings, **{p.name: p.value for p in params})
-        self._gate.frame_stride, self._gate.min_interval_ns = s.frame_stride, int(s.min_interval_s * 1e9)
-        self._gate.min_motion = s.min_motion
-        self._sync.slop_ns = int(s.sync_slop_s * 1e9)
+        self.reconstruction.configure(s.stream)
         self._stall.timeout_s = s.camera_timeout_s
 
     # ------------------------------------------------------------------------------------------ input
@@ -162,31 +158,25 @@ class ReconstructNode(Node):
                 self._stats.frames_received[camera] += 1
 
     def _ingest(self, camera: int, msg, now: float) -> None:
-        """Check, synchronise, gate and decode; hand complete windows to the worker (never blocks)."""
-        stamp = conversions.stamp_to_ns(msg.header.stamp)
-        problem = self._stamp_order.check(camera, stamp)
-        if problem:
-            self._input_problem(camera, "stamp", problem)
-            return
-        group = self._sync.add(camera, stamp, (now, msg))
-        if group is None or not self._gate.due(conversions.stamp_to_ns(group[0][1].header.stamp)):
-            return
-        frames = []
-        for index, (received, message) in enumerate(group):
-            try:
-                frames.append(self._to_frame(index, message, received))
-            except conversions.ImageError as exc:
-                self._input_problem(index, "image", str(exc))
+        """Check, synchronise, gate and decode (only what the gates let through); hand complete windows to the
+        worker (never blocks)."""
+        recon = self.reconstruction
+        try:
+            group = recon.synchronise(camera, conversions.stamp_to_ns(msg.header.stamp), (now, msg))
+            if group is None:
                 return
-        thumb = thumbnail(frames[0].rgb)
-        if not self._gate.moved(thumb):
+            frames = []
+            for index, (received, message) in enumerate(group):
+                try:
+                    frames.append(self._to_frame(index, message, received))
+                except conversions.ImageError as exc:
+                    raise FrameRejected(index, "image", str(exc)) from exc
+            latest = recon.add_keyframe(frames)
+        except FrameRejected as exc:
+            self._input_problem(exc.camera, exc.kind, str(exc))
             return
-        frameset = FrameSet(tuple(frames))
-        self._gate.accept(frameset.stamp_ns, thumb)
-        self.scale_inputs.keyframe(frameset)
-        latest = self._window.add(frameset)
         with self._stats_lock:
-            self._stats.keyframes += 1
+            self._stats.keyframes = recon.counts.keyframes
             if latest is None:
                 return
             dropped = self._queue.put(latest)
@@ -204,8 +194,6 @@ class ReconstructNode(Node):
             rgb = conversions.compressed_to_rgb(msg)
         else:
             rgb = conversions.image_to_rgb(msg)
-        if rgb.shape[0] < 24 or rgb.shape[1] < 32:
-            raise conversions.ImageError(f"image of {rgb.shape[1]}x{rgb.shape[0]} is too small (min 32x24)")
         frame_ids = self._settings.camera_frame_ids
         frame_id = (frame_ids[camera] if frame_ids else msg.header.frame_id
                     or f"{self._names[camera]}_optical_frame")
@@ -238,7 +226,7 @@ class ReconstructNode(Node):
             self.get_logger().warning(line + (f" ({repeats} more since the last report)" if repeats else ""))
 
     def _worker_problem(self, camera: Optional[int], kind: str, text: str) -> None:
-        """A problem the window processor met that does not fail the window."""
+        """A problem the reconstruction met that does not fail a frame or a window."""
         if camera is None:
             self._warn_throttled((kind,), text)
         else:
@@ -254,15 +242,16 @@ class ReconstructNode(Node):
         except (CheckpointError, ValueError, OSError, RuntimeError) as exc:
             self._fail(f"cannot load the model: {exc}")
             return
-        processor = WindowProcessor(self.estimator, s, self._worker_problem, self.scale_inputs.sensors)
+        self.reconstruction.use(self.estimator)
         self.get_logger().info(f"model ready: {self.estimator.description} ({self.estimator.backend}, "
-                               f"{self.estimator.bits}-bit weights), input width {processor.input_size}")
+                               f"{self.estimator.bits}-bit weights), input width "
+                               f"{self.reconstruction.processor.input_size}")
         while not self._stop.is_set():
             latest = self._queue.get(timeout=0.2)
             if latest is None:
                 continue
             try:
-                self._process(processor, latest)
+                self._process(latest)
             except (WindowError, AlignmentError) as exc:
                 self._window_failed(f"window skipped: {exc}")
             except RuntimeError as exc:  # e.g. CUDA out of memory: worth a line, not a dead worker
@@ -285,16 +274,16 @@ class ReconstructNode(Node):
             self._stats.failed_windows += 1
             self._stats.last_problem = message.splitlines()[0]
 
-    def _process(self, processor: WindowProcessor, latest: List[FrameSet]) -> None:
+    def _process(self, latest: List[FrameSet]) -> None:
         """Worker: one window from keyframes to published messages, with this moment's settings."""
         settings = self._settings
-        result = processor.process(latest, settings)
+        result = self.reconstruction.process(latest)
         if self._stop.is_set():
             return
         if result.rescaled_map != 1.0:
             self.get_logger().info(f"the map is in metres from now on ({settings.scale_source}); what it held was "
                                    f"scaled by {result.rescaled_map:.4g}")
-        self._outputs.publish(result, settings)
+        self._outputs.publish(result, self.reconstruction.trajectory, settings)
         result.clock.lap("publish")
         result.clock.finish()
         with self._stats_lock:

@@ -1,15 +1,15 @@
-"""The ``reconstruct`` node's inputs for ``scale_source``: subscriptions and what they keep until the worker
-measures a window's scale (``window_processor.MetricSensors``).
+"""The ``reconstruct`` node's inputs for ``scale_source``: subscriptions, and what the worker measures a
+window's scale with (``MetricSensors``).
 
 * stereo: the baseline, from ``stereo_baseline_m`` or camera 1's CameraInfo (``Tx = -fx * B``);
-* odometry: a ``nav_msgs/Odometry`` track, or /tf lookups from ``odometry_frame`` to each camera's frame
-  when tf2_ros is installed;
-* depth: depth images paired with keyframes of ``depth_camera`` by stamp and converted to metres.
+* odometry: ``nav_msgs/Odometry`` positions handed to the reconstruction's track, or /tf lookups from
+  ``odometry_frame`` to each camera's frame when tf2_ros is installed;
+* depth: depth images in metres, handed to the reconstruction, which pairs them with keyframes by stamp.
 
 Callbacks run in the node's input group; the worker only calls ``sensors``.
 """
 
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 import numpy as np
 from nav_msgs.msg import Odometry
@@ -18,11 +18,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
+from vggt_quant_core.stream import Frame, StreamReconstructor
+from vggt_quant_core.data.bags import baseline_from_projection
+from vggt_quant_core.stream.metric_scale import NoScale
+from vggt_quant_core.stream.window_processor import MetricSensors
+
 from . import conversions
-from .metric_scale import NoScale, OdometryTrack, baseline_from_projection
 from .parameters import ConfigurationError, NodeSettings
-from .window_processor import MetricSensors
-from .windowing import Frame, FrameSet, StampPairing
 
 # (camera, kind, text, count_as_rejected): the node's frame-level problem report
 Problem = Callable[..., None]
@@ -41,15 +43,16 @@ def _tf_buffer_classes():
 
 
 class ScaleInputs:
-    """Subscribes what ``settings.scale_source`` needs on ``node`` (callback group ``group``)."""
+    """Subscribes what ``settings.scale_source`` needs on ``node`` (callback group ``group``) and hands it to
+    ``reconstruction``."""
 
-    def __init__(self, node: Node, settings: NodeSettings, group, problem: Problem):
+    def __init__(self, node: Node, settings: NodeSettings, group, problem: Problem,
+                 reconstruction: StreamReconstructor):
         self._node, self._settings, self._problem = node, settings, problem
+        self._reconstruction = reconstruction
         self._baseline_from_info = 0.0
         self.received = 0     # odometry and depth messages
-        self._odometry = OdometryTrack()
         self._tf_buffer = None
-        self._depth_pairing: Optional[StampPairing[Image]] = None
         source = settings.scale_source
         if source == "odometry" and settings.odometry_frame:
             classes = _tf_buffer_classes()
@@ -63,7 +66,6 @@ class ScaleInputs:
             node.create_subscription(Odometry, settings.odometry_topic, self._on_odometry, ODOMETRY_QOS,
                                      callback_group=group)
         if source == "depth":
-            self._depth_pairing = StampPairing(int(settings.sync_slop_s * 1e9), self._attach_depth)
             node.create_subscription(Image, settings.depth_topic, self._on_depth, qos_profile_sensor_data,
                                      callback_group=group)
         self.sensors = MetricSensors(baseline_m=self._stereo_baseline, positions_at=self._positions_at)
@@ -79,32 +81,20 @@ class ScaleInputs:
                           f"baseline {from_info:.4g} m (-P[0,3]/P[0,0]): using stereo_baseline_m",
                           count_as_rejected=False)
 
-    def keyframe(self, frameset: FrameSet) -> None:
-        if self._depth_pairing is not None:
-            self._depth_pairing.add_frame(frameset.frames[self._settings.depth_camera])
-
     def _on_odometry(self, msg: Odometry) -> None:
         self.received += 1
         p = msg.pose.pose.position
-        self._odometry.add(conversions.stamp_to_ns(msg.header.stamp), (p.x, p.y, p.z))
+        self._reconstruction.push_odometry(conversions.stamp_to_ns(msg.header.stamp), (p.x, p.y, p.z))
 
     def _on_depth(self, msg: Image) -> None:
         self.received += 1
-        self._depth_pairing.add_item(conversions.stamp_to_ns(msg.header.stamp), msg)
-
-    def _attach_depth(self, frame: Frame, msg: Image) -> None:
-        """The depth image paired with a keyframe, in metres, if it fits the colour image."""
         try:
             depth = conversions.depth_metres(msg)
         except conversions.ImageError as exc:
-            self._problem(frame.camera, "depth", f"depth image skipped: {exc}", count_as_rejected=False)
+            self._problem(self._settings.depth_camera, "depth", f"depth image skipped: {exc}",
+                          count_as_rejected=False)
             return
-        if depth.shape != frame.rgb.shape[:2]:
-            self._problem(frame.camera, "depth", f"depth image is {depth.shape[1]}x{depth.shape[0]} but the image "
-                          f"is {frame.rgb.shape[1]}x{frame.rgb.shape[0]}; register the depth to this camera "
-                          "(skipped)", count_as_rejected=False)
-            return
-        frame.metric_depth = depth
+        self._reconstruction.push_depth(conversions.stamp_to_ns(msg.header.stamp), depth)
 
     # ------------------------------------------------------------------------------------------ worker
     def _stereo_baseline(self) -> float:
@@ -114,9 +104,10 @@ class ScaleInputs:
         """Odometry positions [K, 3] of the frames' cameras (metres), from /tf or the odometry topic."""
         s = self._settings
         if self._tf_buffer is None:
-            if self._odometry.received == 0:
+            track = self._reconstruction.odometry
+            if track.received == 0:
                 raise NoScale(f"no odometry received on {self._node.resolve_topic_name(s.odometry_topic)}")
-            return self._odometry.positions_at([frame.stamp_ns for frame in frames])
+            return track.positions_at([frame.stamp_ns for frame in frames])
         out = np.full((len(frames), 3), np.nan)
         for row, frame in enumerate(frames):
             try:

@@ -16,8 +16,8 @@ from vggt_quant_core.data.bags import read_bag
 from vggt_quant_core.data.scenes import surface_distance
 from vggt_quant_core.export import read_ply
 from vggt_quant_ros.demo import main
-from vggt_quant_ros.estimator import Estimator
-from vggt_quant_ros.mapping import FLU_FROM_OPTICAL
+from vggt_quant_core.stream.estimator import Estimator
+from vggt_quant_core.stream.mapping import FLU_FROM_OPTICAL
 
 WIDTH, HEIGHT, SEED = 56, 42, 3       # seed 3: a closed room (no sky), so every pixel has a surface
 FAST = ["--preset", "vggt-tiny-random", "--width", str(WIDTH), "-q"]
@@ -25,7 +25,7 @@ FAST = ["--preset", "vggt-tiny-random", "--width", str(WIDTH), "-q"]
 
 def _params_file(tmp_path, **changes):
     """config/reconstruct.yaml with ``changes`` (written as YAML scalars)."""
-    from vggt_quant_ros.demo import default_params_file
+    from vggt_quant_core.stream import default_parameter_file as default_params_file
 
     lines = default_params_file().read_text().splitlines()
     for name, value in changes.items():

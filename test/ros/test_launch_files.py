@@ -12,7 +12,7 @@ from helpers_ros import DOMAIN_ID, RosGraph
 import rclpy  # noqa: I100 (helpers_ros skips this module without rclpy)
 from rclpy.expand_topic_name import expand_topic_name
 from rclpy.parameter import Parameter
-from vggt_quant_ros.estimator import Estimator
+from vggt_quant_core.stream.estimator import Estimator
 from vggt_quant_ros.reconstruct_node import NODE_NAME, PARAMETERS, ReconstructNode
 
 CONFIG = REPO / "config" / "reconstruct.yaml"
@@ -22,7 +22,7 @@ RVIZ = REPO / "rviz" / "vggt_quant_ros.rviz"
 
 def _idle(**_):
     """A model that must never be asked for anything: these tests publish no images."""
-    return Estimator(predict=lambda images: pytest.fail("unexpected inference"), image_size=56,
+    return Estimator(predict=lambda images, keys: pytest.fail("unexpected inference"), image_size=56,
                      description="idle", backend="cpu fp32", bits=32)
 
 

@@ -17,8 +17,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from vggt_quant_core.geometry import quat_to_mat
 from vggt_quant_ros import conversions
-from vggt_quant_ros.estimator import Estimator
-from vggt_quant_ros.mapping import FLU_FROM_OPTICAL
+from vggt_quant_core.stream.estimator import Estimator
+from vggt_quant_core.stream.mapping import FLU_FROM_OPTICAL
 
 WIDTH, HEIGHT = 112, 84
 T0, DT = 1_000_000_000, 100_000_000       # stamps: 1 s, then every 100 ms

@@ -12,8 +12,8 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: I100 (helpers_ros skips
 from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import CameraInfo, Image
 from vggt_quant_ros import conversions
-from vggt_quant_ros.estimator import Estimator
-from vggt_quant_ros.mapping import FLU_FROM_OPTICAL
+from vggt_quant_core.stream.estimator import Estimator
+from vggt_quant_core.stream.mapping import FLU_FROM_OPTICAL
 
 WIDTH, HEIGHT = 112, 84
 T0, DT = 1_000_000_000, 100_000_000

@@ -14,7 +14,7 @@ from ..calib import METHODS, STRATEGIES, CalibrationSettings, PoolSpec
 from ..calib.pipeline import calibrate_from_spec
 from ..presets import DEFAULT_PRESET
 from ..quant import parse_bits
-from .errors import run_reporting_errors
+from ..console import run_reporting_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser, folders: bool = True) -> None:

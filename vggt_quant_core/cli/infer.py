@@ -3,20 +3,10 @@
 import argparse
 from pathlib import Path
 
+from ..console import add_model_arguments, options_from
 from ..data.files import find_images
-from ..image_reconstruction import reconstruct_images
-from ..inference import POINT_SOURCES, PRECISIONS
-from ..presets import DEFAULT_PRESET, PRESETS
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--checkpoint", type=Path, help="weights file or directory (e.g. VGGT-1B model.pt)")
-    source.add_argument("--preset", choices=sorted(PRESETS), help=f"named model (default: {DEFAULT_PRESET})")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
-                        help="autocast precision of the aggregator; heads always run in fp32 "
-                             "(auto: bf16/fp16 on CUDA, fp32 on CPU)")
+from ..image_reconstruction import InferOptions, reconstruct_images
+from ..inference import POINT_SOURCES
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +20,8 @@ def add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conf-min", type=float, default=1.0,
                         help="also drop points with confidence <= this (confidence is >= 1; default 1.0)")
     parser.add_argument("--max-frames", type=int, default=64,
-                        help="refuse more frames than this (memory and time grow with frames^2)")
+                        help="refuse more frames than this (memory and time grow with frames^2; longer sequences: "
+                             "vggt-quant reconstruct)")
 
 
 def add_parser(commands) -> None:
@@ -47,5 +38,5 @@ def add_parser(commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     paths = find_images(args.images)
-    reconstruct_images(paths, args, args.out)
+    reconstruct_images(paths, options_from(args, InferOptions), args.out)
     return 0

@@ -5,9 +5,9 @@ import logging
 import sys
 from typing import List, Optional
 
-from . import bench, calibrate, demo, infer, quantize, scenes, train
+from . import bench, calibrate, demo, infer, quantize, reconstruct, scenes, train
 from . import eval as evaluate
-from .errors import run_reporting_errors
+from ..console import run_reporting_errors
 
 log = logging.getLogger("vggt_quant")
 
@@ -17,7 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (infer, demo, scenes, evaluate, quantize, calibrate, bench, train):
+    for module in (infer, reconstruct, demo, scenes, evaluate, quantize, calibrate, bench, train):
         module.add_parser(commands)
     return parser
 

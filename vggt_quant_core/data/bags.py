@@ -18,11 +18,9 @@ Storage is ``mcap`` (default) or ``sqlite3`` (``.db3``), bag format version 9, t
 
 import io
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -31,8 +29,10 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
+from ..fileio import atomic_directory
 from ..geometry import mat_to_quat
-from .image_messages import COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, ImageError, compressed_to_rgb, image_to_rgb
+from .image_messages import (COMPRESSED_IMAGE_TYPE, IMAGE_TYPE, ImageError, compressed_to_rgb, depth_metres,
+                             image_to_rgb)
 from .scenes import RenderedSequence, SceneSequence
 from .trajectories import camera_centres
 
@@ -66,19 +66,6 @@ def _typestore():
     return get_typestore(Stores.ROS2_KILTED)
 
 
-def _replace_directory(source: Path, target: Path) -> None:
-    """Move the finished directory ``source`` onto ``target``; an old ``target`` is removed only after."""
-    old = None
-    if target.exists():
-        if not target.is_dir():
-            raise ValueError(f"{target} exists and is not a directory (a bag is a directory)")
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-        os.replace(target, old / "bag")
-    os.replace(source, target)
-    if old is not None:
-        shutil.rmtree(old)
-
-
 def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap", camera_info: bool = True,
               compression: Optional[str] = None, odometry: bool = False, depth: bool = False) -> Path:
     """Write every camera of ``sequence`` to the rosbag2 directory ``path`` (replaced atomically if it
@@ -94,12 +81,9 @@ def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap",
         raise ValueError(f"compression must be one of {COMPRESSIONS}, got {compression!r}")
     image_type = IMAGE_TYPE if compression is None else COMPRESSED_IMAGE_TYPE
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     store = _typestore()
     types = store.types
-    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        staged = scratch / path.name  # rosbags names the storage file after the directory
+    with atomic_directory(path) as staged:   # rosbags names the storage file after the directory
         with Writer(staged, version=9, storage_plugin=STORAGES[storage]) as writer:
             connections = {}
             for camera in sequence.cameras:
@@ -138,9 +122,6 @@ def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap",
                         info = _camera_info(types, header, camera.intrinsics[frame].astype(np.float64),
                                             width, height, sequence.baseline * index)
                         writer.write(info_connection, stamp, store.serialize_cdr(info, CAMERA_INFO_TYPE))
-        _replace_directory(staged, path)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return path
 
 
@@ -254,6 +235,66 @@ def serialized_messages(path: os.PathLike, topics: Sequence[str]) -> List[Tuple[
         raise
     except Exception as exc:  # rosbags raises its own error classes for unreadable or foreign files
         raise ValueError(f"{path}: cannot read as rosbag2 ({type(exc).__name__}: {exc})") from exc
+
+
+@dataclass
+class BagMessage:
+    """One decoded message of ``bag_messages``."""
+
+    topic: str
+    kind: str            # "image", "depth", "camera_info" or "odometry"
+    stamp_ns: int        # header stamp
+    frame_id: str
+    data: Any            # image [H, W, 3] uint8 RGB; depth [H, W] float32 metres (NaN: none); odometry position [3];
+    #                      camera_info {"k": [3, 3], "size": (width, height), "baseline": metres from P's Tx}
+
+
+def bag_topics(path: os.PathLike) -> Dict[str, str]:
+    """Topic -> message type of every connection of a bag."""
+    try:
+        with AnyReader([Path(path)], default_typestore=_typestore()) as reader:
+            return {c.topic: c.msgtype for c in reader.connections}
+    except Exception as exc:  # rosbags raises its own error classes for unreadable or foreign files
+        raise _open_error(Path(path), exc) from exc
+
+
+def bag_messages(path: os.PathLike, topics: Sequence[str]) -> Iterator[BagMessage]:
+    """The messages of those ``topics`` that the bag has, decoded one at a time in log-time order (memory does not
+    grow with the bag): images (``Image``/``CompressedImage``; depth images as metres), ``CameraInfo`` and
+    ``Odometry``. Raises ``ValueError`` for an unreadable bag or message."""
+    path = Path(path)
+    try:
+        with AnyReader([path], default_typestore=_typestore()) as reader:
+            connections = [c for c in reader.connections if c.topic in topics]
+            for connection, _, raw in reader.messages(connections=connections) if connections else ():
+                msg = reader.deserialize(raw, connection.msgtype)
+                yield _bag_message(connection.topic, connection.msgtype, msg)
+    except ImageError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+    except ValueError:
+        raise
+    except Exception as exc:  # rosbags raises its own error classes for unreadable, truncated or foreign files
+        raise _open_error(path, exc) from exc
+
+
+def baseline_from_projection(projection: Sequence[float]) -> float:
+    """Stereo baseline (metres) from the second camera's CameraInfo projection P [3x4]: Tx = P[0, 3] = -fx * B."""
+    fx, tx = float(projection[0]), float(projection[3])
+    return abs(tx / fx) if fx else 0.0
+
+
+def _bag_message(topic: str, msgtype: str, msg) -> BagMessage:
+    head = (topic, _stamp(msg), msg.header.frame_id)
+    if msgtype == CAMERA_INFO_TYPE:
+        k = np.array(msg.k, dtype=np.float64).reshape(3, 3)
+        info = {"k": k, "size": (int(msg.width), int(msg.height)), "baseline": baseline_from_projection(msg.p)}
+        return BagMessage(head[0], "camera_info", *head[1:], info)
+    if msgtype == ODOMETRY_TYPE:
+        p = msg.pose.pose.position
+        return BagMessage(head[0], "odometry", *head[1:], np.array([p.x, p.y, p.z]))
+    if msgtype == IMAGE_TYPE and is_depth_image(topic, msg):
+        return BagMessage(head[0], "depth", *head[1:], depth_metres(msg))
+    return BagMessage(head[0], "image", *head[1:], _decode(msgtype, msg))
 
 
 def is_depth_image(topic: str, msg) -> bool:

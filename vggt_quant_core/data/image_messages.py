@@ -2,8 +2,9 @@
 
 Pure numpy/Pillow and duck-typed on the message fields (``encoding``, ``height``, ``width``, ``step``,
 ``is_bigendian``, ``data``; ``format`` and ``data`` for compressed images), so the same code decodes
-rclpy messages in the ROS node and rosbags messages read from bag files. Both functions return
-H x W x 3 uint8 RGB and raise ``ImageError`` with a one-line reason for anything they cannot convert.
+rclpy messages in the ROS node and rosbags messages read from bag files. Both image functions return
+H x W x 3 uint8 RGB, ``depth_metres`` a depth image in metres; all raise ``ImageError`` with a one-line
+reason for anything they cannot convert.
 """
 
 import io
@@ -115,3 +116,21 @@ def compressed_to_rgb(msg) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I"):
         return np.repeat(normalize_to_uint8(np.asarray(image))[..., None], 3, axis=2)
     return np.asarray(image.convert("RGB"))
+
+
+DEPTH_ENCODINGS = {"16UC1": ("u2", 0.001), "mono16": ("u2", 0.001), "32FC1": ("f4", 1.0)}   # REP 118: mm or m
+
+
+def depth_metres(msg) -> np.ndarray:
+    """A depth image (``16UC1`` millimetres or ``32FC1`` metres, REP 118) -> [H, W] float32 metres, NaN where
+    invalid (0, NaN, inf); raises ``ImageError`` for other encodings or a short buffer."""
+    if msg.encoding not in DEPTH_ENCODINGS:
+        raise ImageError(f"depth encoding {msg.encoding!r} is not supported; expected "
+                         + " or ".join(DEPTH_ENCODINGS))
+    kind, unit = DEPTH_ENCODINGS[msg.encoding]
+    dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
+    if msg.step < msg.width * dtype.itemsize or len(msg.data) < msg.step * msg.height:
+        raise ImageError(f"depth image of {msg.width}x{msg.height} has {len(msg.data)} bytes with step {msg.step}")
+    rows = np.frombuffer(msg.data, np.uint8)[:msg.step * msg.height].reshape(msg.height, msg.step)
+    depth = rows[:, :msg.width * dtype.itemsize].copy().view(dtype).astype(np.float32) * np.float32(unit)
+    return np.where(np.isfinite(depth) & (depth > 0), depth, np.nan).astype(np.float32)

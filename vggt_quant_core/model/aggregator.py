@@ -13,14 +13,10 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def expand_special_tokens(tokens: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
-    """[1, 2, X, C] learned tokens -> [B*S, X, C].
-
-    Slot 0 goes to the first frame of every sequence (the reference frame), slot 1 to all others.
-    """
-    first = tokens[:, :1].expand(batch, 1, *tokens.shape[2:])
-    others = tokens[:, 1:].expand(batch, frames - 1, *tokens.shape[2:])
-    return torch.cat([first, others], dim=1).reshape(batch * frames, *tokens.shape[2:])
+def special_tokens(tokens: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """[1, 2, X, C] learned tokens -> [N, X, C] for N frames: slot 0 where ``first`` [N] bool (the first frame of
+    a sequence, its reference frame), slot 1 for all others."""
+    return tokens[0].index_select(0, (~first).long())
 
 
 class Aggregator(nn.Module):
@@ -63,40 +59,67 @@ class Aggregator(nn.Module):
         nn.init.normal_(self.register_token, std=1e-6)
         self.patch_start_idx = 1 + agg.num_register_tokens
 
+    def patch_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Frames [N, 3, H, W] in [0, 1] -> DINOv2 patch tokens [N, h*w, C] (ImageNet-normalised here). Each
+        frame attends only within itself, so its tokens do not depend on the other frames."""
+        if images.shape[1] != 3:
+            raise ValueError(f"Expected 3 input channels, got {images.shape[1]}")
+        mean = torch.tensor(_IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(_IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+        return self.patch_embed((images - mean) / std)
+
+    def frame_inputs(self, patch_tokens: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """Patch tokens [N, h*w, C] -> [camera, registers, patches] tokens [N, P, C]; ``first`` [N] bool marks
+        the first frame of a sequence (the reference frame), which gets the first slot of the learned tokens."""
+        return torch.cat([special_tokens(self.camera_token, first), special_tokens(self.register_token, first),
+                          patch_tokens], dim=1)
+
+    def positions(self, count: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """RoPE positions [count, P, 2] of the tokens of ``count`` frames of ``height`` x ``width`` pixels."""
+        return grid_positions(count, height // self.patch_size, width // self.patch_size, self.patch_start_idx,
+                              device)
+
     def embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Images [B, S, 3, H, W] -> initial tokens [B*S, P, C] and RoPE positions [B*S, P, 2]."""
         batch, frames, channels, height, width = images.shape
-        if channels != 3:
-            raise ValueError(f"Expected 3 input channels, got {channels}")
-        mean = torch.tensor(_IMAGENET_MEAN, device=images.device).view(1, 1, 3, 1, 1)
-        std = torch.tensor(_IMAGENET_STD, device=images.device).view(1, 1, 3, 1, 1)
-        patch_tokens = self.patch_embed(((images - mean) / std).reshape(batch * frames, 3, height, width))
-        tokens = torch.cat([
-            expand_special_tokens(self.camera_token, batch, frames),
-            expand_special_tokens(self.register_token, batch, frames),
-            patch_tokens,
-        ], dim=1)
-        pos = grid_positions(batch * frames, height // self.patch_size, width // self.patch_size,
-                             self.patch_start_idx, images.device)
-        return tokens, pos
+        first = torch.arange(batch * frames, device=images.device) % frames == 0
+        tokens = self.frame_inputs(self.patch_tokens(images.reshape(batch * frames, channels, height, width)), first)
+        return tokens, self.positions(batch * frames, height, width, images.device)
 
-    def forward(self, images: torch.Tensor, keep_layers: Optional[Iterable[int]] = None
-                ) -> Tuple[List[Optional[torch.Tensor]], int]:
+    def frame_tokens(self, patch_tokens: torch.Tensor, first: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The output [N, P, C] of the first frame block for N frames of ``height`` x ``width`` pixels given by
+        their patch tokens [N, h*w, C] and whether each is its sequence's first (``frame_inputs``): the work that
+        looks at one frame only. ``forward(frame_tokens=...)`` continues from it."""
+        tokens = self.frame_inputs(patch_tokens, first)
+        return self.frame_blocks[0](tokens, pos=self.positions(len(tokens), height, width, tokens.device))
+
+    def forward(self, images: torch.Tensor, keep_layers: Optional[Iterable[int]] = None,
+                frame_tokens: Optional[torch.Tensor] = None) -> Tuple[List[Optional[torch.Tensor]], int]:
         """Run all layers; return ``depth`` outputs [B, S, P, 2C] and ``patch_start_idx``.
 
         ``keep_layers`` (indices, negative allowed) limits which outputs are kept; the others are
         ``None``. The heads read only a few layers, and keeping all of them costs
         depth * B*S*P*2C floats (2.7 GB for VGGT-1B at S=10, 518x518).
+        ``frame_tokens``: the first frame block's output [B*S, P, C] for these images, computed beforehand
+        (``frame_tokens()``, e.g. kept from an earlier window that shared the frames); the per-frame work is then
+        skipped.
         """
-        batch, frames = images.shape[:2]
+        batch, frames, _, height, width = images.shape
         keep = set(range(self.depth)) if keep_layers is None else {i % self.depth for i in keep_layers}
-        tokens, pos = self.embed(images)
+        if frame_tokens is None:
+            tokens, pos = self.embed(images)
+        else:
+            tokens, pos = frame_tokens, self.positions(batch * frames, height, width, images.device)
+            if tokens.shape[:2] != pos.shape[:2]:
+                raise ValueError(f"frame_tokens {tuple(tokens.shape)} do not fit {batch * frames} frames of "
+                                 f"{pos.shape[1]} tokens")
         num_tokens, dim = tokens.shape[1:]
         global_pos = pos.reshape(batch, frames * num_tokens, 2)
         outputs: List[Optional[torch.Tensor]] = []
-        for frame_block, global_block in zip(self.frame_blocks, self.global_blocks):
+        for index, (frame_block, global_block) in enumerate(zip(self.frame_blocks, self.global_blocks)):
             # Frame attention on (B*S, P, C), global attention on (B, S*P, C).
-            tokens = frame_block(tokens.reshape(batch * frames, num_tokens, dim), pos=pos)
+            if index or frame_tokens is None:
+                tokens = frame_block(tokens.reshape(batch * frames, num_tokens, dim), pos=pos)
             frame_out = tokens
             tokens = global_block(tokens.reshape(batch, frames * num_tokens, dim), pos=global_pos)
             if len(outputs) in keep:

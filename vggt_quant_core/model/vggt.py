@@ -44,11 +44,14 @@ class VGGT(nn.Module):
             layers.update(i % depth for i in head.config.intermediate_layer_idx)
         return layers
 
-    def forward(self, images: torch.Tensor, query_points: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+    def forward(self, images: torch.Tensor, query_points: Optional[torch.Tensor] = None,
+                frame_tokens: Optional[torch.Tensor] = None) -> Dict[str, Any]:
         """
         Args:
             images: [S, 3, H, W] or [B, S, 3, H, W] RGB in [0, 1]; H and W multiples of the patch size.
             query_points: optional [N, 2] or [B, N, 2] pixel (x, y) in frame 0, for the track head.
+            frame_tokens: optional [B*S, P, C], the aggregator's per-frame work for these images computed
+                beforehand (``Aggregator.frame_tokens``); the outputs are those of computing it here.
 
         Returns a dict (keys only for enabled heads):
             pose_enc [B, S, 9] (last refinement iteration), pose_enc_list (one [B, S, 9] per iteration),
@@ -67,7 +70,8 @@ class VGGT(nn.Module):
             query_points = query_points.unsqueeze(0)
         with_tracks = query_points is not None and self.track_head is not None
 
-        tokens, patch_start_idx = self.aggregator(images, keep_layers=self.layers_read_by_heads(with_tracks))
+        tokens, patch_start_idx = self.aggregator(images, keep_layers=self.layers_read_by_heads(with_tracks),
+                                                  frame_tokens=frame_tokens)
         tokens = [t if t is None else t.float() for t in tokens]
         predictions: Dict[str, Any] = {}
         with torch.autocast(device_type=images.device.type, enabled=False):

@@ -58,7 +58,8 @@ def test_infer_with_checkpoint_and_options(demo_run, tmp_path):
     (["--images", "/nonexistent/dir"], "no such file, directory or pattern"),
     (["--images", "/nonexistent/*.png"], "the pattern matches no files"),
     (["--checkpoint", "/nonexistent/model.pt"], "no such file or directory"),
-    (["--max-frames", "2"], "exceed --max-frames 2"),
+    (["--max-frames", "2"], "exceed --max-frames 2 (one window: memory and time grow with frames^2); stream a longer "
+                            "sequence through overlapping windows with `vggt-quant reconstruct --images ...`"),
     (["--conf-percentile", "100"], "--conf-percentile must be in"),
     (["--device", "cuda:0"] if not torch.cuda.is_available() else ["--preset", "nope"], ""),
 ])

@@ -58,7 +58,7 @@ def test_eval_reports_model_and_baseline(tmp_path, capsys):
     (["eval", "--width", "50"], "multiples of the patch size 14"),
     (["eval", "--scenes", "0"], "--scenes must be at least 1"),
     (["demo", "--width", "100"], "multiples of the patch size 14"),
-    (["demo", "--size", "224"], "use --width instead of --size"),
+    (["demo", "--frames", "4"], "--frames 4 is fewer than the node's window_size 8"),
     (["scenes", "--count", "0", "--out", "x"], "--count must be at least 1"),
 ])
 def test_bad_input_gives_one_line_error_and_exit_2(argv, message, capsys):
@@ -67,30 +67,39 @@ def test_bad_input_gives_one_line_error_and_exit_2(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
-def test_demo_records_a_bag_reconstructs_it_and_compares(tmp_path, capsys):
+def test_demo_records_a_bag_and_reconstructs_it_through_the_nodes_windows(tmp_path, capsys):
+    """The shipped parameter file (windows of 8 keyframes every 4): 10 frames make one window, and the two frames
+    after it a final one chained through its last four."""
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--frames", "4", "--width", "112", "--trajectory", "forward"]) == 0
+    assert main(["demo", "--out", str(out), "--frames", "10", "--width", "112", "--trajectory", "forward"]) == 0
     screen = capsys.readouterr().out
-    assert "UNTRAINED" not in screen and "time per window (4 frames)" in screen and str(out) in screen
+    assert "UNTRAINED" not in screen and str(out) in screen
+    assert ("reconstructed by the streaming reconstruction (reconstruct.yaml: windows of 8 keyframes every 4): "
+            "2 windows processed, 0 dropped, 0 failed") in screen and "time per window (median of 2)" in screen
     frames = read_bag(out / "recording" / "bag")["/cam0/image_raw"]
-    assert frames.images.shape == (4, 84, 112, 3) and frames.intrinsics is not None
+    assert frames.images.shape == (10, 84, 112, 3) and frames.intrinsics is not None
     summary = json.loads((out / "demo_summary.json").read_text())
     assert summary["image_size_wh"] == [112, 84] and summary["untrained"] is False
+    assert summary["frames_posed"] == list(range(10)) and summary["frames_with_depth"] == [7, 9]
     assert summary["baseline_identity_poses_constant_depth"]["auc@30"] == 0
     assert math.isfinite(summary["model"]["abs_rel"]) and summary["seconds"]["inference"] > 0
+    assert [w["last_frame"] for w in summary["stream"]["windows"]] == [7, 9]
     recon = json.loads((out / "reconstruction" / "summary.json").read_text())
-    assert recon["image_size_hw"] == [84, 112] and recon["recording"].endswith("bag")
+    assert recon["recording"].endswith("bag") and recon["processed"] == 2 and recon["frames_read"] == 10
     cameras = json.loads((out / "reconstruction" / "cameras.json").read_text())
-    assert cameras["frames"][2]["source"] == f"{out / 'recording' / 'bag'}#/cam0/image_raw@{frames.stamps_ns[2]}"
+    assert [c["stamp_ns"] for c in cameras["frames"]] == frames.stamps_ns.tolist()
+    assert len(np.loadtxt(out / "reconstruction" / "trajectory.txt")) == 10
     xyz, _ = read_ply(out / "reconstruction" / "points.ply")
-    assert len(xyz) == recon["points"] > 0
+    assert len(xyz) == recon["map_points"] == summary["points"] > 0
     preview = np.asarray(Image.open(out / "preview.png"))
     assert preview.shape[1] == 960 and preview.std() > 10  # a picture, not a blank canvas
-    assert len(list((out / "ground_truth" / "depth").glob("frame_*.png"))) == 4
+    assert len(list((out / "ground_truth" / "depth").glob("frame_*.png"))) == 10
+    assert sorted(p.name for p in (out / "reconstruction" / "depth").glob("*.npy")) == ["frame_007.npy",
+                                                                                        "frame_009.npy"]
 
 
 def test_demo_says_when_its_model_is_untrained(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--frames", "2", "--width", "56", "--preset", "vggt-tiny-random"]) == 0
+    assert main(["demo", "--out", str(out), "--frames", "8", "--width", "56", "--preset", "vggt-tiny-random"]) == 0
     assert "UNTRAINED" in capsys.readouterr().out
     assert json.loads((out / "demo_summary.json").read_text())["untrained"] is True

@@ -3,7 +3,7 @@
 import torch
 
 from helpers import rel_to_max
-from vggt_quant_core.model.aggregator import expand_special_tokens
+from vggt_quant_core.model.aggregator import special_tokens
 from vggt_quant_core.model.heads.activations import activate_head, activate_pose
 from vggt_quant_core.model.heads.dpt_head import apply_pos_embed, create_uv_grid, interpolate_bilinear
 from vggt_quant_core.model.layers import DinoVisionTransformer, RotaryPositionEmbedding2D, grid_positions
@@ -36,9 +36,10 @@ def test_rope_positions_put_special_tokens_at_origin(units):
     assert torch.equal(grid_positions(positions.shape[0], 3, 4, 5, torch.device("cpu")), positions)
 
 
-def test_expand_special_tokens_first_frame_gets_slot_zero(units):
+def test_special_tokens_first_frame_gets_slot_zero(units):
     case = units["slice_expand_and_flatten"]
-    assert torch.equal(expand_special_tokens(case["token"], case["B"], case["S"]), case["output"])
+    first = torch.arange(case["B"] * case["S"]) % case["S"] == 0
+    assert torch.equal(special_tokens(case["token"], first), case["output"])
 
 
 def test_dpt_pos_embed(units):

@@ -1,16 +1,15 @@
-"""One window of keyframes -> VGGT -> cameras, depth, cloud and map update, without ROS.
+"""One window of keyframes -> VGGT -> cameras, depth, cloud and map update.
 
-The ``reconstruct`` node's worker (and so the ROS demo, which plays a bag into the node) hands each
-window to ``WindowProcessor.process`` and publishes the ``WindowResult``; tests call it directly. The
-processor owns what outlives a window: the map (``WindowMapper``), the keyframes shared with the next
-window, and camera 0's path.
+``StreamReconstructor.process`` (and so the ROS node's worker) hands each window to
+``WindowProcessor.process``. The processor owns what outlives a window: the map (``WindowMapper``), the
+metric scale (``ScaleFilter``), the keyframes shared with the next window, and camera 0's path.
 """
 
 import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Deque, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -23,17 +22,28 @@ from vggt_quant_core.inference import predictions_to_reconstruction
 from .estimator import Estimator
 from .mapping import WORLD_ROTATIONS, Alignment, WindowMapper, WindowUpdate
 from .metric_scale import NoScale, ScaleFilter, ScaleSample, depth_pairs, depth_scale, stereo_scale, travel_scale
-from .parameters import NodeSettings
+from .settings import StreamSettings
 from .windowing import Frame, FrameSet, compose_window
 
 Pose = Tuple[np.ndarray, np.ndarray]   # position [3], quaternion [4] (x, y, z, w) in the map
+
+
+class PathPose(NamedTuple):
+    """Camera 0 of one keyframe in the map."""
+
+    stamp_ns: int
+    index: int                 # the source's number of the image (``Frame.index``)
+    position: np.ndarray       # [3]
+    quaternion: np.ndarray     # [4] (x, y, z, w), the optical axes in the map
+
+
 # (camera or None for the whole window, kind, text): a problem worth a throttled warning, not a failed window
 Warn = Callable[[Optional[int], str, str], None]
 
 
 @dataclass
 class MetricSensors:
-    """What the node measures the metric scale with (``scale_source``), as plain callables."""
+    """What the metric scale is measured with (``scale_source``), as plain callables."""
 
     baseline_m: Callable[[], float] = lambda: 0.0   # stereo: metres between cameras 0 and 1 (0: not known yet)
     # odometry: metres of the given frames' cameras in a fixed frame, [K, 3], NaN rows where unknown
@@ -41,7 +51,7 @@ class MetricSensors:
 
 
 class WindowError(Exception):
-    """A window that cannot be used (e.g. non-finite model output); the node skips it."""
+    """A window that cannot be used (e.g. non-finite model output); the stream skips it."""
 
 
 class StageClock:
@@ -81,7 +91,6 @@ class WindowResult:
     update: WindowUpdate                 # the window's placement, cameras and own cloud
     cloud: Tuple[np.ndarray, np.ndarray, np.ndarray]   # xyz, rgb, conf of ~/points (map or window)
     depth: List[DepthView]               # the newest time step, one per camera
-    path: List[Tuple[int, Pose]]         # (stamp_ns, pose of camera 0) at every keyframe so far, oldest first
     map_points: int
     scale_status: Dict[str, str]         # the metric scale's state (``ScaleFilter.status``)
     rescaled_map: float = 1.0            # factor the existing map was multiplied by (the switch to metres)
@@ -98,10 +107,10 @@ class WindowResult:
 
 
 class WindowProcessor:
-    """The node's per-window work, ROS-free. ``settings`` fixes the map (voxels, axes), the window overlap
-    and the path length; each ``process`` call takes the settings snapshot its window runs with."""
+    """The per-window work. ``settings`` fixes the map (voxels, axes), the window overlap and the path length;
+    each ``process`` call takes the settings snapshot its window runs with."""
 
-    def __init__(self, estimator: Estimator, settings: NodeSettings, warn: Warn,
+    def __init__(self, estimator: Estimator, settings: StreamSettings, warn: Warn,
                  sensors: Optional[MetricSensors] = None):
         self.estimator = estimator
         self.scale = ScaleFilter(settings.scale_drift)
@@ -111,10 +120,15 @@ class WindowProcessor:
                                    WORLD_ROTATIONS[settings.world_frame_convention])
         self._size, self._shared = settings.window_size, settings.window_size - settings.window_stride
         self._anchors: List[FrameSet] = []
-        self._path: Deque[Tuple[int, Pose]] = deque(maxlen=settings.path_max_size)
+        self._path: Deque[PathPose] = deque(maxlen=settings.path_max_size or None)
         self._warn = warn
 
-    def process(self, latest: List[FrameSet], settings: NodeSettings) -> WindowResult:
+    @property
+    def path(self) -> List[PathPose]:
+        """Camera 0 at every keyframe so far (the newest ``path_max_size``), oldest first."""
+        return list(self._path)
+
+    def process(self, latest: List[FrameSet], settings: StreamSettings) -> WindowResult:
         """Keyframes of the newest window (plus the shared ones of the last processed window when windows were
         dropped) -> result; raises ``WindowError`` or ``mapping.AlignmentError`` for an unusable window."""
         clock = StageClock()
@@ -125,7 +139,8 @@ class WindowProcessor:
         clock.wall_ms["convert"] = clock.cpu_ms["convert"] = convert
         images = self._model_inputs(frames, settings)
         clock.lap("preprocess")
-        predictions = self.estimator.predict(images)
+        keys = [(f.stamp_ns, f.camera) for f in frames]
+        predictions = self.estimator.predict(images, keys if settings.reuse_frame_tokens else None)
         clock.lap("inference")
         pose_enc = predictions["pose_enc"][0].float()
         bad = int((~torch.isfinite(pose_enc).all(dim=-1)).sum())
@@ -141,28 +156,27 @@ class WindowProcessor:
                                               pixel_stride=settings.pixel_stride, intrinsics=intrinsics)
         clock.lap("reconstruct")
         accumulate = settings.cloud_mode == "map"
-        keys = [(f.stamp_ns, f.camera) for f in frames]
         alignment = self.mapper.align(keys, recon, settings.conf_percentile, settings.conf_min)
         alignment, rescaled = self._metric(alignment, window, frames, predictions, recon, settings)
         update = self.mapper.place(keys, recon, alignment, accumulate=accumulate)
         self._anchors = window[len(window) - self._shared:]
         clock.lap("align")   # what follows belongs to the node's "publish" stage, as the messages it fills
         cameras = len(window[0].frames)
-        last_stamp = self._path[-1][0] if self._path else -1
+        last_stamp = self._path[-1].stamp_ns if self._path else -1
         for step, frameset in enumerate(window):
             if frameset.stamp_ns > last_stamp:
-                self._path.append((frameset.stamp_ns, (update.positions[step * cameras],
-                                                       update.quaternions[step * cameras])))
+                self._path.append(PathPose(frameset.stamp_ns, frameset.frames[0].index,
+                                           update.positions[step * cameras], update.quaternions[step * cameras]))
         newest = len(frames) - cameras
         depth = [self._depth_view(predictions, frames[i], i, intrinsics[i].numpy(), update.scale, settings.conf_min)
                  for i in range(newest, len(frames))]
         cloud = self.mapper.map.arrays() if accumulate else (update.xyz, update.rgb, update.conf)
         return WindowResult(window=window, frames=frames, update=update, cloud=cloud, depth=depth,
-                            path=list(self._path), map_points=len(self.mapper.map),
+                            map_points=len(self.mapper.map),
                             scale_status=self.scale.status(settings.scale_source), rescaled_map=rescaled, clock=clock)
 
     def _metric(self, alignment: Alignment, window: List[FrameSet], frames: List[Frame],
-                predictions: Dict[str, torch.Tensor], recon, settings: NodeSettings) -> Tuple[Alignment, float]:
+                predictions: Dict[str, torch.Tensor], recon, settings: StreamSettings) -> Tuple[Alignment, float]:
         """The window's placement at the metric scale, and the factor the existing map was rescaled by."""
         source = settings.scale_source
         if source == "none":
@@ -178,14 +192,14 @@ class WindowProcessor:
         factor = decision.rescale_map
         if factor != 1.0:   # the map becomes metric: what is in it already follows, once
             self.mapper.rescale(factor)
-            self._path = deque(((stamp, (factor * position, quaternion)) for stamp, (position, quaternion)
-                                in self._path), maxlen=self._path.maxlen)
+            self._path = deque((pose._replace(position=factor * pose.position) for pose in self._path),
+                               maxlen=self._path.maxlen)
             alignment = dataclasses.replace(alignment, scale=factor * alignment.scale,
                                             translation=factor * alignment.translation)
         return alignment.with_scale(decision.scale), factor
 
     def _scale_sample(self, window: List[FrameSet], frames: List[Frame], predictions: Dict[str, torch.Tensor],
-                      recon, settings: NodeSettings) -> ScaleSample:
+                      recon, settings: StreamSettings) -> ScaleSample:
         """The window's metres per model unit from ``settings.scale_source``; raises ``NoScale``."""
         if settings.scale_source == "depth":
             return depth_scale([depth_pairs(frame.metric_depth, _depth_of(predictions, index), settings.preprocess_mode,
@@ -207,7 +221,7 @@ class WindowProcessor:
         depth = np.where(np.isfinite(depth) & (depth > 0) & (conf > conf_min), depth * scale, np.nan)
         return DepthView(frame=frame, depth=depth, intrinsics=intrinsics)
 
-    def _model_inputs(self, frames: List[Frame], settings: NodeSettings) -> torch.Tensor:
+    def _model_inputs(self, frames: List[Frame], settings: StreamSettings) -> torch.Tensor:
         """[S, 3, H, W] in [0, 1]; each frame is preprocessed once and reused by overlapping windows."""
         for frame in frames:
             if frame.model_input is None:
@@ -219,7 +233,7 @@ class WindowProcessor:
                        + ", ".join(f"{w}x{h}" for w, h in sizes) + "): smaller ones are padded with white")
         return stack_padded([frame.model_input for frame in frames])
 
-    def _calibrated_intrinsics(self, frames: List[Frame], images: torch.Tensor, settings: NodeSettings
+    def _calibrated_intrinsics(self, frames: List[Frame], images: torch.Tensor, settings: StreamSettings
                                ) -> Optional[torch.Tensor]:
         """CameraInfo intrinsics in model-input pixels when ``intrinsics_source`` asks for them, else None."""
         if settings.intrinsics_source != "camera_info":

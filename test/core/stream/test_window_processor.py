@@ -5,22 +5,18 @@ import dataclasses
 import numpy as np
 
 from helpers_truth import GroundTruthModel, rig
-from vggt_quant_ros.estimator import Estimator
-from vggt_quant_ros.parameters import PARAMETERS, NodeSettings
-from vggt_quant_ros.window_processor import MetricSensors, WindowProcessor
-from vggt_quant_ros.windowing import Frame, FrameSet
+from vggt_quant_core.stream.estimator import Estimator
+from vggt_quant_core.stream.settings import StreamSettings
+from vggt_quant_core.stream.window_processor import MetricSensors, WindowProcessor
+from vggt_quant_core.stream.windowing import Frame, FrameSet
 
 WIDTH, HEIGHT = 112, 84
-DEFAULTS = NodeSettings(**{p.name: p.default for p in PARAMETERS})
+DEFAULTS = StreamSettings.defaults()
 
 
 def _keyframes(truth, steps):
     return [FrameSet((Frame(camera=0, stamp_ns=1_000_000_000 + t, frame_id="cam0_optical_frame",
                             rgb=truth.images[0, t]),)) for t in steps]
-
-
-def test_settings_have_one_field_per_parameter_in_order():
-    assert [f.name for f in dataclasses.fields(NodeSettings)] == [p.name for p in PARAMETERS]
 
 
 def test_two_windows_give_depth_in_map_units_and_a_growing_path():
@@ -32,10 +28,10 @@ def test_two_windows_give_depth_in_map_units_and_a_growing_path():
     problems = []
     processor = WindowProcessor(estimator, settings, lambda *problem: problems.append(problem))
     first = processor.process(_keyframes(truth, range(4)), settings)
+    assert [pose.stamp_ns for pose in processor.path] == [1_000_000_000 + t for t in range(4)]
     second = processor.process(_keyframes(truth, range(2, 6)), settings)
     assert problems == [] and model.windows[1] == [(0, t) for t in range(2, 6)]
-    assert [stamp for stamp, _ in first.path] == [1_000_000_000 + t for t in range(4)]
-    assert [stamp for stamp, _ in second.path] == [1_000_000_000 + t for t in range(6)]
+    assert [pose.stamp_ns for pose in processor.path] == [1_000_000_000 + t for t in range(6)]
     for result, step in ((first, 3), (second, 5)):
         (view,) = result.depth
         assert view.frame is result.frames[-1] and view.depth.shape == (HEIGHT, WIDTH)
@@ -63,7 +59,7 @@ def test_a_metric_source_bounds_the_scale_drift_of_chaining():
         estimator = Estimator(predict=model.predict, image_size=WIDTH, description="drifting truth",
                               backend="cpu fp32", bits=32)
         settings = dataclasses.replace(DEFAULTS, window_size=6, window_stride=3, conf_percentile=0.0,
-                                       scale_source=source)
+                                       scale_source=source, cameras=2)
         processor = WindowProcessor(estimator, settings, lambda *problem: None,
                                     MetricSensors(baseline_m=lambda: baseline))
         ratios = []

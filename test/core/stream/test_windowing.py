@@ -1,13 +1,10 @@
-"""Frame bookkeeping between subscriptions and the worker (no ROS needed)."""
-
-import threading
-import time
+"""Frame bookkeeping from camera streams to windows of keyframes."""
 
 import numpy as np
 import pytest
 
-from vggt_quant_ros.windowing import (ApproximateSync, Frame, FrameSet, KeyframeGate, LatestWinsQueue, SlidingWindow,
-                                      StallWatch, StampOrder, compose_window, thumbnail)
+from vggt_quant_core.stream.windowing import (ApproximateSync, Frame, FrameSet, KeyframeGate, SlidingWindow, StampOrder,
+                                              compose_window, thumbnail)
 
 MS = 1_000_000
 
@@ -83,28 +80,3 @@ def test_compose_window_keeps_the_chain_after_drops():
     # windows [2..5] and [4..7] were dropped: the anchors (0, 1) come back, followed by the newest sets
     assert [fs.stamp_ns for fs in compose_window(sets[6:10], sets[0:2], 4)] == [0, 1, 8, 9]
     assert compose_window(sets[0:4], [], 4) == sets[0:4]
-
-
-def test_latest_wins_queue_drops_oldest_and_never_blocks_put():
-    queue = LatestWinsQueue(2)
-    assert [queue.put(i) for i in range(5)] == [0, 0, 1, 1, 1]
-    assert len(queue) == 2 and queue.get(timeout=0) == 3 and queue.get(timeout=0) == 4
-    start = time.monotonic()
-    assert queue.get(timeout=0.05) is None and time.monotonic() - start < 1.0
-    results = []
-    waiter = threading.Thread(target=lambda: results.append(queue.get(timeout=10)))
-    waiter.start()
-    queue.close()
-    waiter.join(timeout=2)
-    assert not waiter.is_alive() and results == [None]
-
-
-def test_stall_watch_reports_transitions_once():
-    watch = StallWatch(2, timeout_s=1.0, now=0.0)
-    assert watch.update(0.5) == ([], [])
-    watch.seen(0, 1.0)
-    assert watch.update(1.6) == ([1], [])              # camera 1 never sent anything
-    assert watch.update(1.7) == ([], []) and watch.stalled == [1]
-    watch.seen(1, 1.8)
-    assert watch.update(1.9) == ([], [1]) and watch.stalled == []
-    assert watch.silent_for(0, 1.9) == pytest.approx(0.9)

@@ -6,11 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from vggt_quant_ros.mapping import VoxelMap, VoxelSums
-from vggt_quant_ros.metric_scale import (NoScale, OdometryTrack, ScaleFilter, ScaleSample, baseline_from_projection,
-                                         depth_pairs, depth_scale, robust_ratio, stereo_scale, travel_scale)
-from vggt_quant_ros.parameters import PARAMETERS, ConfigurationError, settings_from
-from vggt_quant_ros.windowing import Frame, StampPairing
+from vggt_quant_core.stream.mapping import VoxelMap, VoxelSums
+from vggt_quant_core.data.bags import baseline_from_projection
+from vggt_quant_core.stream.metric_scale import (NoScale, OdometryTrack, ScaleFilter, ScaleSample, depth_pairs,
+                                                 depth_scale, robust_ratio, stereo_scale, travel_scale)
+from vggt_quant_core.stream.windowing import Frame, StampPairing
 
 
 def test_robust_ratio_ignores_outliers_and_reports_spread():
@@ -156,16 +156,3 @@ def test_voxel_map_rescale_scales_points_and_merges_voxels():
     voxels.rescale(0.01)              # everything within a few voxels now: they merge, sums and counts add
     centroids = voxels.arrays()[0]
     assert len(voxels) <= 27 and np.allclose(centroids.mean(0), 0.02 * xyz.mean(0), atol=0.02)
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"scale_source": "stereo"}, "needs two image topics"),
-    ({"scale_source": "stereo", "image_topics": ["/a", "/b"]}, "needs stereo_baseline_m > 0 or camera_info_topics"),
-    ({"scale_source": "odometry", "odometry_topic": ""}, "needs odometry_topic or odometry_frame"),
-    ({"scale_source": "depth"}, "needs depth_topic"),
-    ({"scale_source": "depth", "depth_topic": "/d", "depth_camera": 1}, "depth_camera is 1 but there are 1 image"),
-])
-def test_scale_source_configuration_errors(change, message):
-    values = {p.name: p.default for p in PARAMETERS} | change
-    with pytest.raises(ConfigurationError, match=message):
-        settings_from(values)

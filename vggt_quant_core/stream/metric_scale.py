@@ -22,7 +22,7 @@ from typing import Deque, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from vggt_quant_core.data import preprocessed_intrinsics
+from ..data import preprocessed_intrinsics
 
 SCALE_SOURCES = ("none", "stereo", "odometry", "depth")
 MAD_TO_SIGMA = 1.4826          # a normal distribution's standard deviation per median absolute deviation
@@ -119,12 +119,6 @@ def depth_scale(pairs: Sequence[Tuple[np.ndarray, np.ndarray]]) -> ScaleSample:
         raise NoScale("no depth image matched the window's keyframes (check depth_topic and its stamps)")
     return robust_ratio(np.concatenate([m for m, _ in pairs]), np.concatenate([p for _, p in pairs]), "depth",
                         min_samples=MIN_DEPTH_SAMPLES)
-
-
-def baseline_from_projection(projection: Sequence[float]) -> float:
-    """Stereo baseline (metres) from the second camera's CameraInfo projection P [3x4]: Tx = P[0, 3] = -fx * B."""
-    fx, tx = float(projection[0]), float(projection[3])
-    return abs(tx / fx) if fx else 0.0
 
 
 class OdometryTrack:

@@ -1,15 +1,13 @@
 """From camera streams to windows of keyframes: stamp checks, approximate time sync, keyframe gating,
-sliding windows and the latest-wins queue between the subscriptions and the inference worker.
+depth pairing and sliding windows.
 
-Everything here is plain Python + numpy (no ROS, no torch) and works on nanosecond stamps, so it
-is tested without spinning a node. Nothing here is thread-safe except ``LatestWinsQueue``: the node
-calls the rest from one mutually exclusive callback group.
+Everything here is plain Python + numpy (no ROS, no torch) and works on nanosecond stamps. Nothing here is
+thread-safe: one thread feeds it (the ROS node's input callback group).
 """
 
-import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Generic, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Deque, Generic, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -20,15 +18,17 @@ T = TypeVar("T")
 class Frame:
     """One camera image of a keyframe."""
 
-    camera: int                               # index into the node's camera list
-    stamp_ns: int                             # header stamp of the source image
-    frame_id: str                             # optical frame of the camera
+    camera: int                               # index into the stream's cameras
+    stamp_ns: int                             # capture time (header stamp); strictly increasing per camera
     rgb: np.ndarray                           # [H, W, 3] uint8
+    frame_id: str = ""                        # optical frame of the camera
+    index: int = 0                            # the source's own number for the image (file, video frame, ...)
     intrinsics: Optional[np.ndarray] = None   # [3, 3] from CameraInfo, pixels of ``rgb``
+    metric_depth: Optional[np.ndarray] = None  # [H, W] float32 metres from a registered depth camera (NaN: none)
+    odometry: Optional[np.ndarray] = None     # [3] metres: the camera's position in a fixed frame (odometry)
     received: float = 0.0                     # time.monotonic() when the message arrived
     convert_seconds: float = 0.0              # time spent decoding the message
     model_input: Any = None                   # [3, h, w] tensor, filled once by the worker and reused
-    metric_depth: Optional[np.ndarray] = None  # [H, W] float32 metres from a registered depth camera (NaN: none)
 
 
 @dataclass
@@ -191,6 +191,14 @@ class SlidingWindow(Generic[T]):
             return list(self._items)
         return None
 
+    def flush(self) -> Optional[List[T]]:
+        """At the end of a stream: the newest keyframes (up to ``size``, at least 2) if any came after the last
+        window, so that the tail of a stream (or a stream shorter than a window) is reconstructed too."""
+        if self._new == 0 or len(self._items) < 2:
+            return None
+        self._new = 0
+        return list(self._items)
+
 
 def compose_window(latest: Sequence[FrameSet], anchors: Sequence[FrameSet], size: int) -> List[FrameSet]:
     """The frame sets to reconstruct: ``anchors`` (already in the map) + the newest later sets, ``size`` in all.
@@ -202,73 +210,3 @@ def compose_window(latest: Sequence[FrameSet], anchors: Sequence[FrameSet], size
         return list(latest)
     newer = [fs for fs in latest if fs.stamp_ns > anchors[-1].stamp_ns]
     return list(anchors) + newer[max(0, len(newer) - (size - len(anchors))):]
-
-
-class LatestWinsQueue(Generic[T]):
-    """Bounded FIFO between threads whose ``put`` never blocks: when full, the oldest item is dropped."""
-
-    def __init__(self, maxsize: int):
-        if maxsize < 1:
-            raise ValueError(f"maxsize must be >= 1, got {maxsize}")
-        self._items: Deque[T] = deque()
-        self._maxsize = maxsize
-        self._cond = threading.Condition()
-        self._closed = False
-
-    def put(self, item: T) -> int:
-        """Enqueue; returns how many queued items were dropped to make room (0 or 1)."""
-        with self._cond:
-            dropped = 0
-            if len(self._items) >= self._maxsize:
-                self._items.popleft()
-                dropped = 1
-            self._items.append(item)
-            self._cond.notify()
-            return dropped
-
-    def get(self, timeout: Optional[float] = None) -> Optional[T]:
-        """The oldest item, or None after ``timeout`` seconds or once closed."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._items or self._closed, timeout)
-            if self._closed or not self._items:
-                return None
-            return self._items.popleft()
-
-    def close(self) -> None:
-        """Wake every ``get`` (they return None) and refuse nothing: later puts are simply never read."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-
-class StallWatch:
-    """Which cameras have been silent for longer than ``timeout_s`` (times from a monotonic clock)."""
-
-    def __init__(self, num_cameras: int, timeout_s: float, now: float):
-        self.timeout_s = timeout_s
-        self._last_seen = [now] * num_cameras  # counting from start-up reports cameras that never send
-        self._stalled: Dict[int, bool] = {c: False for c in range(num_cameras)}
-
-    def seen(self, camera: int, now: float) -> None:
-        self._last_seen[camera] = now
-
-    def update(self, now: float) -> Tuple[List[int], List[int]]:
-        """(cameras that just stalled, cameras that just resumed) since the previous call."""
-        stalled, resumed = [], []
-        for camera, last in enumerate(self._last_seen):
-            is_stalled = now - last > self.timeout_s
-            if is_stalled != self._stalled[camera]:
-                (stalled if is_stalled else resumed).append(camera)
-                self._stalled[camera] = is_stalled
-        return stalled, resumed
-
-    def silent_for(self, camera: int, now: float) -> float:
-        return now - self._last_seen[camera]
-
-    @property
-    def stalled(self) -> List[int]:
-        return [camera for camera, is_stalled in self._stalled.items() if is_stalled]

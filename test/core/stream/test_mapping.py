@@ -8,8 +8,8 @@ from helpers_truth import GroundTruthModel, rig
 from vggt_quant_core.data.scenes import surface_distance
 from vggt_quant_core.geometry import quat_to_mat
 from vggt_quant_core.inference import predictions_to_reconstruction
-from vggt_quant_ros.mapping import (FLU_FROM_OPTICAL, AlignmentError, VoxelMap, VoxelSums, WindowMapper,
-                                    voxel_downsample)
+from vggt_quant_core.stream.mapping import (FLU_FROM_OPTICAL, AlignmentError, VoxelMap, VoxelSums, WindowMapper,
+                                            voxel_downsample)
 
 WIDTH, HEIGHT, STEPS = 112, 84, 10
 
