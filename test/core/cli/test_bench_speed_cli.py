@@ -5,16 +5,8 @@ import json
 import pytest
 
 from vggt_quant_core.cli.main import main
-from vggt_quant_core.kernels import amx_int8, onednn_int8
 from vggt_quant_core.kernels.amx_int8 import amx_fused_missing
 from vggt_quant_core.kernels.onednn_int8 import amx_int8_missing
-
-
-@pytest.fixture
-def cpu_without_amx(monkeypatch):
-    """``auto`` as on CPUs without AMX (cpu-int8)."""
-    monkeypatch.setattr(onednn_int8, "amx_int8_missing", lambda: "AMX hidden by the test")
-    monkeypatch.setattr(amx_int8, "amx_fused_missing", lambda: "AMX hidden by the test")
 
 
 def _run(tmp_path, *args):
@@ -67,7 +59,7 @@ def test_amx_cpus_run_the_amx_backend_and_report_its_kernel_and_bf16_ratios(tmp_
     assert "x bf16" in capsys.readouterr().out
 
 
-def test_aggregator_and_model_parts(tmp_path):
+def test_aggregator_and_model_parts(tmp_path, int_mm_as_with_vnni):
     report = _run(tmp_path, "--parts", "aggregator,model", "--model", "vggt-tiny-random", "--model-frames", "2",
                   "--model-image", "28x42", "--methods", "rtn", "--bits", "w8a8", "--float-parts", "fp32,bf16",
                   "--fused-residual", "both")
@@ -95,7 +87,7 @@ def test_aggregator_and_model_parts(tmp_path):
         "rtn-w8a8"]["quantized_layers_fp16_bytes"]
 
 
-def test_dino_linears_quantized_too(tmp_path):
+def test_dino_linears_quantized_too(tmp_path, int_mm_as_with_vnni):
     report = _run(tmp_path, "--parts", "aggregator", "--model", "vggt-tiny-random", "--model-frames", "1",
                   "--model-image", "28x42", "--methods", "rtn", "--bits", "w8a8", "--float-parts", "fp32",
                   "--quantize-dino", "both")
