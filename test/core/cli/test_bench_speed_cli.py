@@ -6,6 +6,7 @@ import pytest
 
 from vggt_quant_core.cli.main import main
 from vggt_quant_core.kernels.amx_int8 import amx_fused_missing
+from vggt_quant_core.kernels.cpu_isa import cpu_label, cpu_model
 from vggt_quant_core.kernels.onednn_int8 import amx_int8_missing
 
 
@@ -33,7 +34,11 @@ def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_am
     clips = 4 * 192  # each layer's activation clip scalar
     assert sizes["rtn-w8a8 runtime extra"] == clips
     assert sizes["rtn-w4a4 runtime extra"] == clips + 48 * 1024 * (3072 + 1024 + 2 * 4096)  # int4 unpacked to int8
-    assert "all 192 aggregator Linears" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "all 192 aggregator Linears" in out
+    # the CPU next to the figures: model and the integer ISA the kernels see
+    assert linears["cpu"] == cpu_label() and f"ms; on {cpu_label()}" in out
+    assert report["environment"]["cpu"]["model"] == cpu_model()
 
 
 @pytest.mark.skipif(amx_int8_missing() is not None or amx_fused_missing() is not None,
@@ -83,6 +88,7 @@ def test_aggregator_and_model_parts(tmp_path, int_mm_as_with_vnni):
             assert set(found["sdpa_kernels"]) == {"aten::_scaled_dot_product_flash_attention_for_cpu"}
     kernels = report["model"]["aggregator"]["linear_kernels"]
     assert set(kernels["fp32"]) == {"F.linear: no oneDNN primitive"}
+    assert report["model"]["cpu"] == cpu_label()
     assert report["model"]["weight_bytes"]["rtn-w8a8"]["quantized_layers_bytes"] < report["model"]["weight_bytes"][
         "rtn-w8a8"]["quantized_layers_fp16_bytes"]
 
