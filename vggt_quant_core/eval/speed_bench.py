@@ -12,7 +12,8 @@ Every part names the CPU it ran on (model, the integer ISA the kernels see, thre
 
 Layer part: the four aggregator Linear shapes (qkv, proj, fc1, fc2) at M = frames x tokens per frame,
 random weights and inputs; the "aggregator Linears" row sums each shape's median times its count (2 x
-depth). Model part: the whole model and the aggregator alone, on a (small) model, with peak memory.
+depth). "int8 GEMM only" (``torch._int_mm`` on pre-quantized codes) is timed where it runs oneDNN (CPUs with
+AVX512-VNNI), not where it is ATen's scalar loop. Model part: the whole model and the aggregator alone, on a (small) model, with peak memory.
 """
 
 import copy
@@ -33,6 +34,7 @@ from torch import nn
 
 from ..kernels import quantize_rows
 from ..kernels.cpu_isa import cpu_description, cpu_flags, cpu_label
+from ..kernels.int_mm import cpu_int_mm_on_onednn
 from ..kernels.onednn_int8 import amx_int8_missing
 from ..kernels.onednn_verbose import onednn_primitives, onednn_primitives_per_module
 from ..model import VGGT, VGGTConfig
@@ -114,7 +116,8 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
         }
         codes, _ = quantize_rows(x, k, 127, torch.tensor(1.0), None)
         weight_codes = torch.randint(-128, 128, (n, k), dtype=torch.int8)
-        variants["int8 GEMM only"] = lambda: torch._int_mm(codes, weight_codes.t())
+        if cpu_int_mm_on_onednn():  # elsewhere ATen's scalar loop: minutes per shape, and never auto's choice
+            variants["int8 GEMM only"] = lambda: torch._int_mm(codes, weight_codes.t())
         if amx_int8_missing() is None:
             packed, ones, zeros = torch.ops.onednn.qlinear_prepack(weight_codes, None), torch.ones(n), \
                 torch.zeros(n, dtype=torch.int64)

@@ -7,6 +7,7 @@ import pytest
 from vggt_quant_core.cli.main import main
 from vggt_quant_core.kernels.amx_int8 import amx_fused_missing
 from vggt_quant_core.kernels.cpu_isa import cpu_label, cpu_model
+from vggt_quant_core.kernels.int_mm import cpu_int_mm_on_onednn
 from vggt_quant_core.kernels.onednn_int8 import amx_int8_missing
 
 
@@ -23,6 +24,7 @@ def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_am
     assert linears["tokens_per_frame"] == 1 + 4 + 2 * 2 and linears["M"] == 9
     qkv = linears["per_shape"]["attn.qkv"]
     assert (qkv["K"], qkv["N"], qkv["count"]) == (1024, 3072, 48)
+    assert ("int8 GEMM only" in qkv["ms"]) == cpu_int_mm_on_onednn()  # not ATen's scalar loop
     assert qkv["backends"] == {"rtn-w8a8": "cpu-int8", "rtn-w8a8 [reference]": "reference",
                                "rtn-w4a4": "cpu-int8", "rtn-w4a4 [reference]": "reference",
                                "quarot-w8a8": "cpu-int8", "quarot-w8a8 [reference]": "reference",
