@@ -5,6 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= outputs/demo
+ARCH ?= $(shell uname -m)
+COMMA := ,
+# The ROS wheels (ros-rclpy, ...) are built for x86_64 only: elsewhere (aarch64: Jetson, Graviton) the install
+# leaves them out and says so; the node then needs ROS 2's own rclpy, and `make demo` runs without ROS.
+EXTRAS := dev$(if $(filter x86_64,$(ARCH)),$(COMMA)ros)
 
 .PHONY: all install demo test test-isa lint clean
 
@@ -15,8 +20,9 @@ install: $(STAMP)
 $(STAMP): setup.py setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH)"
-	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,ros]"
-	@# compiles the CPU AMX kernel now where the CPU has AMX (else says why it is not used); never fails the install
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
+	@$(if $(filter x86_64,$(ARCH)),,echo "ROS wheels left out: they exist for x86_64 only, this is $(ARCH)")
+	@# compiles the CPU AMX kernel now where the CPU has AMX (else says why not, e.g. on ARM); never fails the install
 	@$(PY) -c "from vggt_quant_core.kernels.amx_int8 import amx_fused_missing as m; print('AMX int8 kernel:', m() or 'built')"
 	touch $(STAMP)
 

@@ -13,7 +13,8 @@ Every part names the CPU it ran on (model, the integer ISA the kernels see, thre
 Layer part: the four aggregator Linear shapes (qkv, proj, fc1, fc2) at M = frames x tokens per frame,
 random weights and inputs; the "aggregator Linears" row sums each shape's median times its count (2 x
 depth). "int8 GEMM only" (``torch._int_mm`` on pre-quantized codes) is timed where it runs oneDNN (CPUs with
-AVX512-VNNI), not where it is ATen's scalar loop. Model part: the whole model and the aggregator alone, on a (small) model, with peak memory.
+AVX512-VNNI), not where it is ATen's scalar loop. Model part: the whole model and the aggregator alone, on a
+(small) model, with peak memory.
 """
 
 import copy

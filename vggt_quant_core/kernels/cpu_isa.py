@@ -78,7 +78,7 @@ def amx_int8_unavailable() -> Optional[str]:
     """None if this process can run AMX int8 tile instructions, else why not."""
     flags = cpu_flags()
     if flags is None:
-        return "CPU flags cannot be read (no x86 flags in /proc/cpuinfo), so AMX cannot be detected"
+        return f"no x86 CPU flags in /proc/cpuinfo (machine {platform.machine() or 'unknown'}): no AMX to use"
     if "amx_int8" not in flags or "amx_tile" not in flags:
         return "this CPU has no AMX-INT8 (no amx_int8/amx_tile flags in /proc/cpuinfo)" + hidden_note("amx_int8")
     init_amx = getattr(torch.cpu, "_init_amx", None)  # asks Linux for the AMX tile state (arch_prctl)
