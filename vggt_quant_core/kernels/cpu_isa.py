@@ -8,17 +8,20 @@ then return wrong sums for full-range operands (off by 8e4 at 64x256x64; ``test_
 
 Running as another CPU would: ``VGGTQ_MAX_CPU_ISA`` hides features from the backend choice (``avx512``: AMX;
 ``avx2``: AMX, AVX-512 and AVX-VNNI). Kernels this library does not build keep running what they find, so
-``make test-isa`` pairs it with oneDNN's ``ONEDNN_MAX_CPU_ISA`` and ATen's ``ATEN_CPU_CAPABILITY``; all three
-are read once per process.
+``make test-isa`` pairs it with oneDNN's ``ONEDNN_MAX_CPU_ISA`` and ATen's ``ATEN_CPU_CAPABILITY``, which those
+libraries read once per process (so tests of other caps start fresh processes).
 """
 
 import functools
+import logging
 import os
 import platform
 from pathlib import Path
 from typing import Dict, Optional, Set, Tuple
 
 import torch
+
+log = logging.getLogger(__name__)
 
 ISA_CAP_ENV = "VGGTQ_MAX_CPU_ISA"
 # flag prefixes each cap hides from /proc/cpuinfo's list
@@ -50,12 +53,19 @@ def hardware_flags() -> Optional[frozenset]:
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_unknown_cap(cap: str) -> None:
+    log.warning("%s=%r is not one of %s: ignored, the backend choice sees every CPU feature", ISA_CAP_ENV, cap,
+                ", ".join(ISA_CAPS))
+
+
 def isa_cap() -> Optional[str]:
-    """``VGGTQ_MAX_CPU_ISA`` (lower case), None when unset; a value it does not know is an error (a typo would
-    otherwise test the wrong CPU)."""
+    """``VGGTQ_MAX_CPU_ISA`` (lower case), None when unset; a value it does not know is ignored with a warning
+    (once per value)."""
     cap = os.environ.get(ISA_CAP_ENV, "").strip().lower()
     if cap and cap not in ISA_CAPS:
-        raise ValueError(f"{ISA_CAP_ENV}={cap!r}: choose from {', '.join(ISA_CAPS)} (or leave it unset)")
+        _warn_unknown_cap(cap)
+        return None
     return cap or None
 
 
