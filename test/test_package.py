@@ -35,6 +35,16 @@ def test_ci_runs_the_readme_test_command():
     assert "make demo" in quick_start and "make test" in quick_start
 
 
+def test_make_install_leaves_the_x86_only_ros_wheels_out_on_arm():
+    """The install commands as on aarch64 (Jetson, Graviton), where no ros-* wheels exist (not run on ARM)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    commands = {arch: subprocess.run(["make", "-n", "-B", "install", f"ARCH={arch}"], cwd=REPO, capture_output=True,
+                                     text=True, check=True).stdout for arch in ("x86_64", "aarch64")}
+    assert '-e ".[dev,ros]"' in commands["x86_64"] and "left out" not in commands["x86_64"]
+    assert '-e ".[dev]"' in commands["aarch64"] and "ROS wheels left out" in commands["aarch64"]
+
+
 def test_core_is_installed_with_the_vggt_quant_console_script():
     script = Path(sys.executable).parent / "vggt-quant"
     assert script.exists(), "pip install -e . should put vggt-quant next to the interpreter"

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Hashable, List, Optional, Tuple
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from vggt_quant_core.kernels.cpu_isa import cpu_label
 
 from vggt_quant_core.stream import Estimator
 
@@ -94,6 +95,7 @@ def diagnostic_status(stats: Stats, names: List[str], silent: Dict[int, float], 
         "model": estimator.description if estimator else "",
         "backend": estimator.backend if estimator else "",
         "bits": str(estimator.bits) if estimator else "",
+        "cpu": cpu_label(),  # model and kernel ISA: timings from different machines must not be compared as one
         **stats.scale,
         "frames_received": str(sum(stats.frames_received)),
         **{f"frames_received/{name}": str(n) for name, n in zip(names, stats.frames_received)},

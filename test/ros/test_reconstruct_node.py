@@ -16,6 +16,7 @@ from nav_msgs.msg import Odometry, Path
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from vggt_quant_core.geometry import quat_to_mat
+from vggt_quant_core.kernels.cpu_isa import cpu_label, cpu_model
 from vggt_quant_ros import conversions
 from vggt_quant_core.stream.estimator import Estimator
 from vggt_quant_core.stream.mapping import FLU_FROM_OPTICAL
@@ -286,6 +287,7 @@ def test_real_checkpoint_with_compressed_images_and_camera_info(graph, golden_di
     assert len(cloud["x"]) > 0 and np.isfinite(cloud["x"]).all()
     values = out.diagnostic()
     assert values["model"].endswith("tiny_a") and values["bits"] == "32" and values["backend"] == "cpu fp32"
+    assert values["cpu"] == cpu_label() and cpu_model() in values["cpu"]  # next to the timings
 
 
 def test_cameras_of_different_sizes_are_padded_and_reported(graph, golden_dir):

@@ -7,9 +7,14 @@ same against bf16 (the best float path where the CPU has AMX). After timing, eac
 with oneDNN's verbose log on: which kernel it ran (per Linear layer in the model part), as evidence of
 e.g. AMX (``brg_matmul:..._amx``) against VNNI (``gemm_api``) or a non-oneDNN kernel.
 
+Every part names the CPU it ran on (model, the integer ISA the kernels see, threads, ISA caps in force:
+``kernels.cpu_isa.cpu_label``), so that figures from different machines are never mixed.
+
 Layer part: the four aggregator Linear shapes (qkv, proj, fc1, fc2) at M = frames x tokens per frame,
 random weights and inputs; the "aggregator Linears" row sums each shape's median times its count (2 x
-depth). Model part: the whole model and the aggregator alone, on a (small) model, with peak memory.
+depth). "int8 GEMM only" (``torch._int_mm`` on pre-quantized codes) is timed where it runs oneDNN (CPUs with
+AVX512-VNNI), not where it is ATen's scalar loop. Model part: the whole model and the aggregator alone, on a
+(small) model, with peak memory.
 """
 
 import copy
@@ -29,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import quantize_rows
-from ..kernels.cpu_isa import cpu_flags
+from ..kernels.cpu_isa import cpu_description, cpu_flags, cpu_label
+from ..kernels.int_mm import cpu_int_mm_on_onednn
 from ..kernels.onednn_int8 import amx_int8_missing
 from ..kernels.onednn_verbose import onednn_primitives, onednn_primitives_per_module
 from ..model import VGGT, VGGTConfig
@@ -111,7 +117,8 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
         }
         codes, _ = quantize_rows(x, k, 127, torch.tensor(1.0), None)
         weight_codes = torch.randint(-128, 128, (n, k), dtype=torch.int8)
-        variants["int8 GEMM only"] = lambda: torch._int_mm(codes, weight_codes.t())
+        if cpu_int_mm_on_onednn():  # elsewhere ATen's scalar loop: minutes per shape, and never auto's choice
+            variants["int8 GEMM only"] = lambda: torch._int_mm(codes, weight_codes.t())
         if amx_int8_missing() is None:
             packed, ones, zeros = torch.ops.onednn.qlinear_prepack(weight_codes, None), torch.ones(n), \
                 torch.zeros(n, dtype=torch.int64)
@@ -150,7 +157,7 @@ def bench_linears(config: VGGTConfig, frames: int, height: int, width: int, quan
                   "speedup_vs_fp32": {name: round(totals["fp32"] / t, 2) for name, t in totals.items()},
                   "speedup_vs_bf16": {name: round(totals["bf16"] / t, 2) for name, t in totals.items()},
                   "weight_bytes": weight_bytes}
-    return {"frames": frames, "image": [height, width], "tokens_per_frame": tokens, "M": rows,
+    return {"cpu": cpu_label(), "frames": frames, "image": [height, width], "tokens_per_frame": tokens, "M": rows,
             "per_shape": per_shape, "aggregator_linears": aggregator}
 
 
@@ -303,7 +310,7 @@ def bench_model(model: VGGT, description: str, frames: int, image: Tuple[int, in
             report = size_report(net)
             weights[name] = {k: report[k] for k in ("quantized_layers_bytes", "quantized_layers_fp16_bytes",
                                                     "quantized_layers_fp32_bytes")}
-    return {"description": description, "frames": frames, "image": [height, width], **results,
+    return {"description": description, "cpu": cpu_label(), "frames": frames, "image": [height, width], **results,
             "weight_bytes": weights}
 
 
@@ -351,7 +358,7 @@ def environment() -> dict:
     except OSError:
         pass
     return {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-            "processor": platform.processor() or "unknown", "threads": torch.get_num_threads(),
+            "cpu": cpu_description(), "threads": torch.get_num_threads(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "amx_int8": amx_int8_missing() or "available", "loadavg_at_start": load}
 
@@ -367,7 +374,7 @@ def format_speed_table(report: dict) -> str:
     if "linears" in report:
         linears = report["linears"]
         lines.append(f"Linear shapes of {linears.get('shapes_of', 'the model')}, M = {linears['M']} "
-                     f"({linears['frames']} frames x {linears['tokens_per_frame']} tokens); ms")
+                     f"({linears['frames']} frames x {linears['tokens_per_frame']} tokens); ms; on {linears['cpu']}")
         for kind, row in linears["per_shape"].items():
             lines.append(f"  {kind} {row['K']}->{row['N']}: {cells(row['ms'], row)}")
         first = next(iter(linears["per_shape"].values()))
@@ -382,7 +389,7 @@ def format_speed_table(report: dict) -> str:
                 continue
             row = model[part]
             lines.append(f"{model['description']}, {model['frames']} frames of {model['image'][0]}x"
-                         f"{model['image'][1]}, {part}: {cells(row['seconds'], row, ' s')}")
+                         f"{model['image'][1]}, {part} on {model['cpu']}: {cells(row['seconds'], row, ' s')}")
             for name, found in row["breakdown"].items():
                 parts = ", ".join(f"{k} {v}" for k, v in found["seconds"].items())
                 lines.append(f"  {name} (profiled run {found['profiled_total_s']} s): {parts}")

@@ -193,7 +193,8 @@ def random_hadamard_transform(x: torch.Tensor, signs: torch.Tensor, backend: Opt
 def _random_orthogonal_cpu(n: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     q, r = torch.linalg.qr(torch.randn(n, n, generator=generator, dtype=torch.float64))
-    return q * torch.sign(torch.diagonal(r))  # unique, Haar-distributed
+    # unique, Haar-distributed; row-major (LAPACK's Q is column-major), as the same matrix loaded from a file is
+    return (q * torch.sign(torch.diagonal(r))).contiguous()
 
 
 def random_orthogonal(n: int, seed: int) -> torch.Tensor:

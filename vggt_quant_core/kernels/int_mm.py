@@ -10,7 +10,10 @@ that of int4 kernels.
 
 Constraints, owned here: CUDA ``_int_mm`` needs M > 16 and K, N multiples of 8 (cuBLASLt); small M
 (camera tokens, tiny inputs) is zero-padded to 17 rows, K and N are checked by ``supports``. The CPU op
-has no shape constraints.
+has no shape constraints, but only CPUs with AVX512-VNNI get a fast one: there ATen calls oneDNN, elsewhere
+it runs a scalar loop (exact, but 16x slower than the float GEMM at 256x1024x1024 on a 2-core AVX2
+machine), which ``auto`` leaves to the reference. Under an ``ONEDNN_MAX_CPU_ISA`` that hides VNNI, ATen
+still calls oneDNN, whose sums are then wrong (``cpu_isa``): ``supports`` refuses.
 """
 
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from typing import Optional
 
 import torch
 
+from .cpu_isa import cpu_flags, hardware_flags, hidden_note, onednn_int8_inexact
 from .deferred import PendingEpilogue
 from .elementwise import quantize_rows
 from .packing import unpack_int4
@@ -48,6 +52,29 @@ def weight_codes_int8(weights: QuantizedWeights, spec: LinearSpec) -> torch.Tens
     return unpack_int4(weights.qweight, signed=True) if spec.w_packed else weights.qweight
 
 
+def cpu_int_mm_on_onednn() -> bool:
+    """Whether CPU ``torch._int_mm`` runs oneDNN here: ATen's rule (``_int_mm_out_cpu``) is oneDNN enabled and
+    a CPU with AVX512-VNNI (the hardware's flag: ATen does not see ``VGGTQ_MAX_CPU_ISA``)."""
+    return (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and "avx512_vnni" in (hardware_flags() or ()))
+
+
+def cpu_int_mm_inexact() -> Optional[str]:
+    """Why CPU ``torch._int_mm`` returns wrong sums here, or None (the scalar loop is exact)."""
+    return onednn_int8_inexact() if cpu_int_mm_on_onednn() else None
+
+
+def cpu_int_mm_slow() -> Optional[str]:
+    """Why ``auto`` should not take CPU ``torch._int_mm`` here (None where the backend choice sees AVX512-VNNI
+    and oneDNN is on)."""
+    if not torch.backends.mkldnn.enabled:
+        return "oneDNN is disabled (torch.backends.mkldnn.enabled): torch._int_mm runs a scalar loop"
+    if "avx512_vnni" not in (cpu_flags() or ()):
+        return ("no AVX512-VNNI" + hidden_note("avx512_vnni")
+                + ": torch._int_mm runs a scalar loop, slower than the float reference")
+    return None
+
+
 def int_gemm_state(weights: QuantizedWeights, spec: LinearSpec, codes: torch.Tensor) -> IntGemmState:
     return IntGemmState(weight_t=codes.t(), w_scale=weights.w_scale.float().reshape(1, -1),
                         bias=None if weights.bias is None else weights.bias.float(),
@@ -67,7 +94,10 @@ class IntMMBackend(LinearBackend):
             return f"runs on {self.device_type} only"
         if spec.in_features % self.k_n_multiple or spec.out_features % self.k_n_multiple:
             return f"K and N must be multiples of {self.k_n_multiple}"
-        return symmetric_int_spec(spec)
+        return symmetric_int_spec(spec) or (cpu_int_mm_inexact() if self.device_type == "cpu" else None)
+
+    def auto_skip_reason(self, device: torch.device) -> Optional[str]:
+        return cpu_int_mm_slow() if device.type == "cpu" == self.device_type else None
 
     def prepare(self, weights: QuantizedWeights, spec: LinearSpec) -> IntGemmState:
         return int_gemm_state(weights, spec, weight_codes_int8(weights, spec))

@@ -17,24 +17,22 @@ added after it (the op would add it before).
 
 Exactness: the op returns float32 ``acc * w_scale``; with unit scales that is the int32 sum exactly while
 |acc| < 2^24 (oneDNN accumulates in int32 and converts once). Tiny layers can make oneDNN pick its slow
-``ref_int8`` kernel instead of AMX (seen for N <= 36 or K <= 16): still exact. ``prepare`` holds the
+``ref_int8`` kernel instead of AMX (seen for N <= 36 or K <= 16): still exact. Without VNNI (never where
+this backend is chosen: AMX implies it) oneDNN's int8 kernels saturate (``cpu_isa``). ``prepare`` holds the
 prepacked copy (+1 byte per weight; W4 weights are unpacked to int8 once, then packed).
 """
 
 import functools
-import os
 from dataclasses import dataclass
 from typing import Optional
 
 import torch
 
-from .cpu_isa import amx_int8_unavailable
+from .cpu_isa import amx_int8_unavailable, onednn_keeps_off_amx
 from .deferred import PendingEpilogue
 from .elementwise import quantize_rows
 from .int_mm import weight_codes_int8
 from .registry import Capability, LinearBackend, LinearSpec, QuantizedWeights, register_backend, symmetric_int_spec
-
-ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"  # oneDNN's own switch: a cap below AMX makes this backend pointless
 
 
 def onednn_qlinear_missing() -> Optional[str]:
@@ -53,13 +51,7 @@ def onednn_qlinear_missing() -> Optional[str]:
 def amx_int8_missing() -> Optional[str]:
     """None if oneDNN can run AMX int8 GEMMs in this process, else why not (cached: the hardware does not
     change; ``ONEDNN_MAX_CPU_ISA`` is read by oneDNN once, at its first use, too)."""
-    missing = onednn_qlinear_missing()
-    if missing:
-        return missing
-    cap = os.environ.get(ISA_CAP_ENV, "")
-    if cap and "AMX" not in cap.upper() and cap.upper() not in ("ALL", "DEFAULT"):
-        return f"{ISA_CAP_ENV}={cap} keeps oneDNN off AMX"
-    return amx_int8_unavailable()
+    return onednn_qlinear_missing() or onednn_keeps_off_amx() or amx_int8_unavailable()
 
 
 @dataclass

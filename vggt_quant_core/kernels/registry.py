@@ -97,7 +97,8 @@ class LinearBackend:
     ``forward`` is ``gemm(...).finish()`` and the layer can defer the epilogue, see ``deferred``).
 
     ``auto_selectable = False`` marks an emulation that runs only when named (tests, numerics): ``auto``
-    never picks it, because it is no faster than the reference."""
+    never picks it, because it is no faster than the reference; ``auto_skip_reason`` says the same of a
+    backend that is correct but slow on this machine only."""
 
     name = ""
     priority = 0
@@ -106,6 +107,10 @@ class LinearBackend:
 
     def supports(self, spec: LinearSpec, device: torch.device, capability: Capability) -> Optional[str]:
         raise NotImplementedError
+
+    def auto_skip_reason(self, device: torch.device) -> Optional[str]:
+        """Why ``auto`` must not pick this backend on ``device`` even where it ``supports`` a layer, or None."""
+        return None if self.auto_selectable else "an emulation, run only when named"
 
     def prepare(self, weights: QuantizedWeights, spec: LinearSpec) -> Any:
         raise NotImplementedError
@@ -164,8 +169,7 @@ def select_backend(spec: LinearSpec, device: torch.device, capability: Capabilit
     rejected = []
     chosen = None
     for backend in backends():
-        reason = backend.supports(spec, device, capability) if backend.auto_selectable else \
-            "an emulation, run only when named"
+        reason = backend.supports(spec, device, capability) or backend.auto_skip_reason(device)
         if reason is None:
             chosen = backend
             break

@@ -5,16 +5,10 @@ import json
 import pytest
 
 from vggt_quant_core.cli.main import main
-from vggt_quant_core.kernels import amx_int8, onednn_int8
 from vggt_quant_core.kernels.amx_int8 import amx_fused_missing
+from vggt_quant_core.kernels.cpu_isa import cpu_label, cpu_model
+from vggt_quant_core.kernels.int_mm import cpu_int_mm_on_onednn
 from vggt_quant_core.kernels.onednn_int8 import amx_int8_missing
-
-
-@pytest.fixture
-def cpu_without_amx(monkeypatch):
-    """``auto`` as on CPUs without AMX (cpu-int8)."""
-    monkeypatch.setattr(onednn_int8, "amx_int8_missing", lambda: "AMX hidden by the test")
-    monkeypatch.setattr(amx_int8, "amx_fused_missing", lambda: "AMX hidden by the test")
 
 
 def _run(tmp_path, *args):
@@ -30,6 +24,7 @@ def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_am
     assert linears["tokens_per_frame"] == 1 + 4 + 2 * 2 and linears["M"] == 9
     qkv = linears["per_shape"]["attn.qkv"]
     assert (qkv["K"], qkv["N"], qkv["count"]) == (1024, 3072, 48)
+    assert ("int8 GEMM only" in qkv["ms"]) == cpu_int_mm_on_onednn()  # not ATen's scalar loop
     assert qkv["backends"] == {"rtn-w8a8": "cpu-int8", "rtn-w8a8 [reference]": "reference",
                                "rtn-w4a4": "cpu-int8", "rtn-w4a4 [reference]": "reference",
                                "quarot-w8a8": "cpu-int8", "quarot-w8a8 [reference]": "reference",
@@ -41,7 +36,11 @@ def test_linear_shapes_every_config_and_backend(tmp_path, capsys, cpu_without_am
     clips = 4 * 192  # each layer's activation clip scalar
     assert sizes["rtn-w8a8 runtime extra"] == clips
     assert sizes["rtn-w4a4 runtime extra"] == clips + 48 * 1024 * (3072 + 1024 + 2 * 4096)  # int4 unpacked to int8
-    assert "all 192 aggregator Linears" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "all 192 aggregator Linears" in out
+    # the CPU next to the figures: model and the integer ISA the kernels see
+    assert linears["cpu"] == cpu_label() and f"ms; on {cpu_label()}" in out
+    assert report["environment"]["cpu"]["model"] == cpu_model()
 
 
 @pytest.mark.skipif(amx_int8_missing() is not None or amx_fused_missing() is not None,
@@ -67,7 +66,7 @@ def test_amx_cpus_run_the_amx_backend_and_report_its_kernel_and_bf16_ratios(tmp_
     assert "x bf16" in capsys.readouterr().out
 
 
-def test_aggregator_and_model_parts(tmp_path):
+def test_aggregator_and_model_parts(tmp_path, int_mm_as_with_vnni):
     report = _run(tmp_path, "--parts", "aggregator,model", "--model", "vggt-tiny-random", "--model-frames", "2",
                   "--model-image", "28x42", "--methods", "rtn", "--bits", "w8a8", "--float-parts", "fp32,bf16",
                   "--fused-residual", "both")
@@ -91,11 +90,12 @@ def test_aggregator_and_model_parts(tmp_path):
             assert set(found["sdpa_kernels"]) == {"aten::_scaled_dot_product_flash_attention_for_cpu"}
     kernels = report["model"]["aggregator"]["linear_kernels"]
     assert set(kernels["fp32"]) == {"F.linear: no oneDNN primitive"}
+    assert report["model"]["cpu"] == cpu_label()
     assert report["model"]["weight_bytes"]["rtn-w8a8"]["quantized_layers_bytes"] < report["model"]["weight_bytes"][
         "rtn-w8a8"]["quantized_layers_fp16_bytes"]
 
 
-def test_dino_linears_quantized_too(tmp_path):
+def test_dino_linears_quantized_too(tmp_path, int_mm_as_with_vnni):
     report = _run(tmp_path, "--parts", "aggregator", "--model", "vggt-tiny-random", "--model-frames", "1",
                   "--model-image", "28x42", "--methods", "rtn", "--bits", "w8a8", "--float-parts", "fp32",
                   "--quantize-dino", "both")

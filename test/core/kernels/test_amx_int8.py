@@ -1,18 +1,16 @@
 """Fused AMX W8A8 kernel (``cpu-amx-int8-fused``) against the element-wise reference passes and exact integer
-sums, bit for bit; its residual epilogue; where ``auto`` picks it and why not elsewhere. The layout test runs
-everywhere; the kernel tests skip where the CPU has no AMX-INT8 or the extension cannot be built."""
-
-import logging
+sums, bit for bit; its residual epilogue; a failed build (where ``auto`` picks it: test_cpu_isa.py). The layout
+test runs everywhere; the kernel tests skip where the CPU has no AMX-INT8 or the extension cannot be built."""
 
 import pytest
 import torch
 from torch import nn
 
 from helpers import frozen_quant_linear
-from vggt_quant_core.kernels import amx_int8, cpu_isa, hadamard_matrix, onednn_int8, registry
+from vggt_quant_core.kernels import amx_int8, hadamard_matrix
 from vggt_quant_core.kernels.amx_int8 import CPU_AMX_INT8_FUSED, amx_fused_missing, amx_int8_linear, pack_weight
 from vggt_quant_core.kernels.elementwise import dequantize_output, dequantize_output_residual, quantize_per_token
-from vggt_quant_core.kernels.registry import LinearSpec, QuantizedWeights, select_backend
+from vggt_quant_core.kernels.registry import LinearSpec, QuantizedWeights
 
 CPU = torch.device("cpu")
 needs_kernel = pytest.mark.skipif(amx_fused_missing() is not None, reason=str(amx_fused_missing()))
@@ -180,41 +178,6 @@ def test_a_deferred_residual_block_equals_the_undeferred_one():
             unfused_bf16 = block(x)
     assert torch.equal(fused, unfused)
     assert fused_bf16.dtype == torch.float32 and torch.equal(fused_bf16, unfused_bf16)
-
-
-ONEDNN, FUSED = onednn_int8.CPU_AMX_INT8, CPU_AMX_INT8_FUSED
-
-
-@pytest.mark.parametrize("flags,isa_cap,reasons,chosen", [
-    (None, "", {FUSED: "cannot be read", ONEDNN: "cannot be read"}, "cpu-int8"),
-    ({"avx512f", "avx512_vnni"}, "", {FUSED: "no AMX-INT8", ONEDNN: "no AMX-INT8"}, "cpu-int8"),
-    ({"amx_tile", "amx_int8", "amx_bf16"}, "AVX512_CORE_VNNI",
-     {FUSED: "no AVX512-BF16", ONEDNN: "keeps oneDNN off AMX"}, "cpu-int8"),
-    ({"amx_tile", "amx_int8", "avx512f"}, "", {FUSED: "no AVX512-BF16"}, "cpu-amx-int8"),
-])
-def test_cpus_without_the_instructions_get_a_reason_and_another_backend(
-        monkeypatch, caplog, flags, isa_cap, reasons, chosen):
-    """Both AMX backends on CPUs (as /proc/cpuinfo shows them) that lack what they need; the OS grant faked."""
-    if onednn_int8.onednn_qlinear_missing() is not None:
-        pytest.skip(onednn_int8.onednn_qlinear_missing())
-    for module in (cpu_isa, amx_int8):
-        monkeypatch.setattr(module, "cpu_flags", lambda: flags)
-    monkeypatch.setattr(cpu_isa.torch.cpu, "_init_amx", lambda: True)
-    monkeypatch.setenv(onednn_int8.ISA_CAP_ENV, isa_cap)
-    monkeypatch.setattr(registry, "_LOGGED", set())
-    caches = (amx_fused_missing, onednn_int8.amx_int8_missing)
-    for cache in caches:
-        cache.cache_clear()
-    try:
-        spec = LinearSpec(1024, 3072, w_bits=8, a_bits=8)
-        for backend, why in reasons.items():
-            assert why in backend.supports(spec, CPU, None), backend.name
-        with caplog.at_level(logging.DEBUG, logger=registry.__name__):
-            assert select_backend(spec, CPU).name == chosen
-        assert all(why in caplog.text for why in reasons.values())
-    finally:
-        for cache in caches:
-            cache.cache_clear()
 
 
 def test_a_failed_build_is_a_reason_not_a_crash(monkeypatch):

@@ -80,7 +80,7 @@ def test_backends_without_a_separate_epilogue_return_tensors():
         assert isinstance(layer(torch.randn(4, 64)), torch.Tensor)
 
 
-def test_a_quantized_vggt_with_fused_residual_epilogues_gives_the_same_outputs(monkeypatch):
+def test_a_quantized_vggt_with_fused_residual_epilogues_gives_the_same_outputs(monkeypatch, int_mm_as_with_vnni):
     torch.manual_seed(0)
     model = quantize(VGGT(get_preset("vggt-tiny-random").config).eval(), QuantConfig(method="rtn"),
                      log_fn=lambda message: None)

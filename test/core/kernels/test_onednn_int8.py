@@ -1,7 +1,6 @@
 """oneDNN AMX int8 backend against exact integer sums and the fake-quant reference (where ``auto`` picks it
-and why not elsewhere: test_amx_int8.py, with the fused kernel). The numerics run wherever torch has oneDNN's
-quantized ops (oneDNN picks VNNI or its reference kernel without AMX); the AMX dispatch tests skip on CPUs
-without AMX-INT8."""
+and why not elsewhere: test_cpu_isa.py). The numerics run wherever oneDNN's int8 GEMMs are exact (with VNNI;
+without it they saturate, as test_cpu_isa.py shows); the AMX dispatch tests skip on CPUs without AMX-INT8."""
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ import torch
 from helpers import frozen_quant_linear
 from vggt_quant_core.kernels import pack_int4, quantize_rows
 from vggt_quant_core.kernels.amx_int8 import CPU_AMX_INT8_FUSED, amx_fused_missing
+from vggt_quant_core.kernels.cpu_isa import onednn_int8_inexact
 from vggt_quant_core.kernels.onednn_int8 import CPU_AMX_INT8, amx_int8_missing, onednn_qlinear_missing
 from vggt_quant_core.kernels.onednn_verbose import onednn_primitives, parse_verbose
 from vggt_quant_core.kernels.registry import LinearSpec, QuantizedWeights
@@ -16,7 +16,8 @@ from vggt_quant_core.quant import QuantSpec
 from vggt_quant_core.quant.quantizers import compute_qparams, quantize_to_int
 
 CPU = torch.device("cpu")
-needs_onednn = pytest.mark.skipif(onednn_qlinear_missing() is not None, reason=str(onednn_qlinear_missing()))
+ONEDNN_INT8_MISSING = onednn_qlinear_missing() or onednn_int8_inexact()
+needs_onednn = pytest.mark.skipif(ONEDNN_INT8_MISSING is not None, reason=str(ONEDNN_INT8_MISSING))
 needs_amx = pytest.mark.skipif(amx_int8_missing() is not None, reason=str(amx_int8_missing()))
 
 

@@ -4,20 +4,13 @@
 import pytest
 import torch
 
-from vggt_quant_core.kernels import amx_int8, cutlass_int, onednn_int8, triton_int
+from vggt_quant_core.kernels import cutlass_int, triton_int
 from vggt_quant_core.kernels.registry import LinearSpec, backends, register_backend, select_backend
 
 CUDA = torch.device("cuda")
 W8A8 = LinearSpec(1024, 3072, w_bits=8, a_bits=8)
 W4A8 = LinearSpec(1024, 3072, w_bits=4, a_bits=8, w_packed=True)
 W4A4 = LinearSpec(1024, 3072, w_bits=4, a_bits=4, w_packed=True)
-
-
-@pytest.fixture(autouse=True)
-def cpu_without_amx(monkeypatch):
-    """The CPU expectations here are those of CPUs without AMX (cpu-int8); test_onednn_int8.py covers AMX."""
-    monkeypatch.setattr(onednn_int8, "amx_int8_missing", lambda: "AMX hidden by the test")
-    monkeypatch.setattr(amx_int8, "amx_fused_missing", lambda: "AMX hidden by the test")
 
 
 @pytest.fixture
@@ -49,12 +42,12 @@ def test_cuda_default_install_uses_int_mm(without_optional_kernels, spec):
     assert select_backend(spec, CUDA, (8, 9)).name == "cuda-int8-intmm"
 
 
-def test_shapes_cublaslt_cannot_take_fall_back_to_the_reference(without_optional_kernels):
+def test_shapes_cublaslt_cannot_take_fall_back_to_the_reference(without_optional_kernels, cpu_without_amx):
     assert select_backend(LinearSpec(1020, 3072, w_bits=8, a_bits=8), CUDA, (9, 0)) is None
     assert select_backend(LinearSpec(1020, 3072, w_bits=8, a_bits=8), torch.device("cpu")).name == "cpu-int8"
 
 
-def test_cpu_never_gets_a_cuda_backend(with_cutlass_and_triton):
+def test_cpu_never_gets_a_cuda_backend(with_cutlass_and_triton, cpu_without_amx):
     for spec in (W8A8, W4A8, W4A4):
         assert select_backend(spec, torch.device("cpu")).name == "cpu-int8"
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from vggt_quant_core.kernels import amx_int8, onednn_int8, registry
+from vggt_quant_core.kernels import registry
 from vggt_quant_core.kernels.int_mm import IntMMBackend
 from vggt_quant_core.quant import QuantLinear, QuantSpec
 from vggt_quant_core.quant.linear import BACKEND_ENV
@@ -16,11 +16,9 @@ from vggt_quant_core.quant.transforms import ChannelScale, InputTransform, Rando
 PER_TOKEN = "per_token"
 
 
-@pytest.fixture(autouse=True)
-def cpu_without_amx(monkeypatch):
-    """``auto`` here is that of CPUs without AMX (cpu-int8); the AMX backend has its own tests below."""
-    monkeypatch.setattr(onednn_int8, "amx_int8_missing", lambda: "AMX hidden by the test")
-    monkeypatch.setattr(amx_int8, "amx_fused_missing", lambda: "AMX hidden by the test")
+# ``auto`` here is that of CPUs with VNNI and without AMX (cpu-int8); the AMX backends and the CPUs without VNNI
+# have their own tests (test/core/kernels/test_amx_int8.py, test_onednn_int8.py, test_cpu_isa.py).
+pytestmark = pytest.mark.usefixtures("cpu_without_amx")
 
 
 def _frozen(w_spec, a_spec, transform="dsfq", a_dynamic=True, in_features=64, seed=0):

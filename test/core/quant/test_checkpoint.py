@@ -39,6 +39,11 @@ def test_round_trip_gives_bit_identical_outputs(base, tmp_path, config):
         expected, actual = quantized(images), loaded(images)
     for key in ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf"):
         assert torch.equal(actual[key], expected[key]), key
+    # Same memory layout too, as float GEMMs may round by their operands' strides: flatquant's Kronecker factors
+    # came out of calibration column-major (LAPACK's Q) and back from the file row-major (1.8e-5 on depth).
+    tensors = dict([*loaded.named_parameters(), *loaded.named_buffers()])
+    for name, tensor in [*quantized.named_parameters(), *quantized.named_buffers()]:
+        assert tensor.stride() == tensors[name].stride(), name
     header = read_header(path)
     assert header["quant_config"] == config.to_dict() and header["calibration"]["samples"] == ["scene-3/frames-0-1"]
     assert len(header["layers"]) == 4 * 2 * 6 and report["file_bytes"] == path.stat().st_size
