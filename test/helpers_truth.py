@@ -80,13 +80,13 @@ class FisheyeRig:
     """The ``rig`` cameras seen through an equidistant (fisheye) lens with the same K and distortion ``lens``:
     ``fisheye`` images [T, H, W, 3] made with OpenCV (``cv2.fisheye.undistortPoints`` gives each fisheye pixel's
     ray; the room is rendered along it), the pinhole ground truth ``truth`` (a ``Rig``) of the same cameras, and
-    ``model``: a double that answers as a perfect pinhole depth network would.
+    ``double()``: a model double that answers as a perfect pinhole depth network would.
 
     The double recognises each image among the fisheye images and the true pinhole images (nearest in pixel
     space) and returns the true cameras and, per pixel, the true distance of what that pixel shows, placed on the
     pinhole ray of the pixel (the only ray a pinhole model knows). A pinhole image so gets its true geometry back;
     a fisheye image gets the true distances along bent rays: the error of using a fisheye image as a pinhole one,
-    and nothing else. ``model.windows`` lists (0: fisheye, 1: pinhole, step) per image of each call."""
+    and nothing else. Its ``windows`` list (0: fisheye, 1: pinhole, step) per image of each call."""
 
     def __init__(self, steps: int, width: int, height: int, lens: Sequence[float], fov_x_degrees: float = 75.0):
         import cv2
@@ -113,7 +113,10 @@ class FisheyeRig:
         z = np.stack([cv2.remap(d, map_x, map_y, cv2.INTER_NEAREST) for d in depth])
         distance = z * np.sqrt(1 + (rays ** 2).sum(-1))
         pinhole_rays = np.sqrt(1 + ((u - k[0, 2]) / k[0, 0]) ** 2 + ((v - k[1, 2]) / k[1, 1]) ** 2)
-        self.model = TrueGeometryModel(np.stack([self.fisheye, self.truth.images[0]]),
-                                       np.repeat(self.truth.extrinsics[:1], 2, 0),
-                                       np.stack([distance / pinhole_rays, self.truth.depth[0]]).astype(np.float32),
-                                       k, scales=(1.0,))
+        self._seen_depth = np.stack([distance / pinhole_rays, self.truth.depth[0]]).astype(np.float32)
+
+    def double(self) -> TrueGeometryModel:
+        """A new double (see the class docstring), at 1 model unit per metre."""
+        return TrueGeometryModel(np.stack([self.fisheye, self.truth.images[0]]),
+                                 np.repeat(self.truth.extrinsics[:1], 2, 0), self._seen_depth, self.truth.intrinsics,
+                                 scales=(1.0,))
