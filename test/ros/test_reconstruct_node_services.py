@@ -16,6 +16,7 @@ from vggt_quant_core.export import read_ply
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: I100 (helpers_ros skips this module without rclpy)
 from nav_msgs.msg import Path as PathMessage
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import Trigger
@@ -82,6 +83,11 @@ def test_save_map_writes_a_new_folder_each_time_and_reset_starts_a_new_map(graph
     assert len(xyz) == node.stats().map_points == summary["map_points"] > 1000
     assert summary["saved_by"] == "~/save_map" and len(json.loads((folder / "cameras.json").read_text())["frames"]) == 6
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted([folder.name, Path(second.message).name])
+    (tmp_path / "file").write_text("not a directory")   # map_save_dir changes at runtime; a bad one is named
+    assert node.set_parameters([Parameter("map_save_dir", value=str(tmp_path / "file" / "maps"))])[0].successful
+    reply, _ = _call(graph, "/vggt/save_map")
+    assert not reply.success and reply.message.startswith(f"cannot save the map under {tmp_path}/file/maps: ")
+    assert "\n" not in reply.message and sorted(p.name for p in tmp_path.iterdir()) == ["file", "maps"]
 
     points = graph.collect(PointCloud2, "/vggt/points", LATCHED)
     path = graph.collect(PathMessage, "/vggt/path", LATCHED)
@@ -189,6 +195,4 @@ def test_a_fisheye_camera_is_rectified_and_reconstructs_closer_to_the_truth(grap
 
 
 def _overrides(**params):
-    from rclpy.parameter import Parameter
-
     return [Parameter(name, value=value) for name, value in params.items()]
