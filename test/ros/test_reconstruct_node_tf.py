@@ -68,24 +68,27 @@ class Robot:
         return fake
 
 
-def _node(graph, truth, monkeypatch, robot, **params):
+def _node(graph, monkeypatch, robot, steps=0, **params):
+    """A node with the stand-in tf2_ros of ``robot`` (tf_mode map_odom unless given), fed ``steps`` time steps."""
     monkeypatch.setitem(sys.modules, "tf2_ros", robot.tf2_ros())
-    model = GroundTruthModel(truth, scales=(1.0,))
+    model = GroundTruthModel(robot.truth, scales=(1.0,))
     estimator = Estimator(predict=model.predict, image_size=WIDTH, description="ground truth", backend="cpu fp32",
                           bits=32)
-    return start_node(graph, estimator, **FAST, image_topics=["/cam/image"], tf_mode="map_odom", **params)
+    node = start_node(graph, estimator, **FAST, image_topics=["/cam/image"], **{"tf_mode": "map_odom", **params})
+    feed = Feeder(graph, node, ["/cam/image"])
+    for step in range(steps):
+        feed.send_all([rgb_image(robot.truth.images[0, step], T0 + step * DT, "cam_optical")])
+    return node, feed
 
 
 @pytest.mark.parametrize("mounting", ["tf_static", "parameter"])
 def test_map_to_odom_composed_with_odometry_gives_the_estimate(graph, monkeypatch, mounting):
     truth = rig(10, WIDTH, HEIGHT)
     robot = Robot(truth, with_static=mounting == "tf_static")
-    node = _node(graph, truth, monkeypatch, robot, map_odom_period_s=0.05,
-                 **({"base_to_camera": MOUNTING} if mounting == "parameter" else {}))
     odom = graph.collect(Odometry, "/vggt/odom")
-    feed = Feeder(graph, node, ["/cam/image"])
-    for step in range(4):   # the first window comes before any odometry: named once, nothing on /tf
-        feed.send_all([rgb_image(truth.images[0, step], T0 + step * DT, "cam_optical")])
+    # the first window comes before any odometry: named once, nothing on /tf
+    node, feed = _node(graph, monkeypatch, robot, 4, map_odom_period_s=0.05,
+                       **({"base_to_camera": MOUNTING} if mounting == "parameter" else {}))
     assert node.stats().windows_processed == 1 and robot.sent == []
     assert node.stats().last_problem.startswith("no odometry odom -> base_link on /tf at the keyframe's stamp 1.300 s")
     assert "map -> odom is not published until there is" in node.stats().last_problem
@@ -115,13 +118,9 @@ def test_map_to_odom_composed_with_odometry_gives_the_estimate(graph, monkeypatc
 
 
 def test_map_odom_without_the_mounting_says_so_and_publishes_nothing(graph, monkeypatch):
-    truth = rig(10, WIDTH, HEIGHT)
-    robot = Robot(truth, with_static=False)
+    robot = Robot(rig(10, WIDTH, HEIGHT), with_static=False)
     robot.odometry_from = 0
-    node = _node(graph, truth, monkeypatch, robot, map_odom_period_s=0.05)
-    feed = Feeder(graph, node, ["/cam/image"])
-    for step in range(6):
-        feed.send_all([rgb_image(truth.images[0, step], T0 + step * DT, "cam_optical")])
+    node, _ = _node(graph, monkeypatch, robot, 6, map_odom_period_s=0.05)
     assert node.stats().windows_processed == 2 and robot.sent == []
     assert node.stats().last_problem.startswith("no transform base_link -> cam_optical on /tf_static and no "
                                                 "base_to_camera parameter")
@@ -130,13 +129,9 @@ def test_map_odom_without_the_mounting_says_so_and_publishes_nothing(graph, monk
 def test_a_reset_stops_resending_the_old_maps_map_to_odom(graph, monkeypatch):
     from std_srvs.srv import Trigger
 
-    truth = rig(10, WIDTH, HEIGHT)
-    robot = Robot(truth, with_static=True)
+    robot = Robot(rig(10, WIDTH, HEIGHT), with_static=True)
     robot.odometry_from = 0
-    node = _node(graph, truth, monkeypatch, robot, map_odom_period_s=0.02)
-    feed = Feeder(graph, node, ["/cam/image"])
-    for step in range(4):
-        feed.send_all([rgb_image(truth.images[0, step], T0 + step * DT, "cam_optical")])
+    _node(graph, monkeypatch, robot, 4, map_odom_period_s=0.02)
     wait_for(lambda: len(robot.sent) > 3, 10, "map -> odom resent")
     client = graph.probe.create_client(Trigger, "/vggt/reset")
     assert client.wait_for_service(timeout_sec=10)
@@ -148,17 +143,10 @@ def test_a_reset_stops_resending_the_old_maps_map_to_odom(graph, monkeypatch):
     assert len(robot.sent) == count
 
 
-def test_tf_modes_none_and_cameras_and_map_odom_without_tf2(graph, monkeypatch):
-    truth = rig(10, WIDTH, HEIGHT)
-    robot = Robot(truth, with_static=True)
+def test_tf_mode_none_publishes_nothing_and_map_odom_needs_tf2(graph, monkeypatch):
+    robot = Robot(rig(10, WIDTH, HEIGHT), with_static=True)
     robot.odometry_from = 0
-    monkeypatch.setitem(sys.modules, "tf2_ros", robot.tf2_ros())
-    node = start_node(graph, Estimator(predict=GroundTruthModel(truth).predict, image_size=WIDTH, description="gt",
-                                       backend="cpu fp32", bits=32), **FAST, image_topics=["/cam/image"],
-                      tf_mode="none")
-    feed = Feeder(graph, node, ["/cam/image"])
-    for step in range(4):
-        feed.send_all([rgb_image(truth.images[0, step], T0 + step * DT, "cam_optical")])
+    node, _ = _node(graph, monkeypatch, robot, 4, tf_mode="none")
     assert node.stats().windows_processed == 1 and robot.sent == [] and robot.asked == []
     monkeypatch.setitem(sys.modules, "tf2_ros", None)   # not installed
     with pytest.raises(ConfigurationError, match="tf_mode 'map_odom' needs tf2_ros .*, which is not installed; use "
