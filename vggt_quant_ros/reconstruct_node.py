@@ -195,7 +195,6 @@ class ReconstructNode(Node):
             return
         with self._stats_lock:
             self._stats.keyframes = recon.counts.keyframes
-            self._stats.rectified = recon.rectified
             if latest is None:
                 return
             dropped = self._queue.put(latest)
@@ -321,6 +320,7 @@ class ReconstructNode(Node):
             stats.alignment_rmse, stats.alignment_scale = result.update.rmse, result.update.scale
             stats.map_points = result.map_points
             stats.scale = result.scale_status
+            stats.rectified = self.reconstruction.lenses.rectified
 
     # --------------------------------------------------------------------------------------- services
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:

@@ -11,9 +11,9 @@ two stages that touch separate state, so that a caller may run them in two threa
 * windows (``process``): VGGT on the window, chaining into the map by Sim(3), metric scale, depth
   (``WindowProcessor``).
 
-Keyframes of a camera whose frames carry lens distortion (``Frame.distortion_model``, ``distortion``: a
-CameraInfo's) are undistorted to a pinhole of the same K on intake (``rectify: auto``), so that everything after
-sees the pinhole camera VGGT assumes; a model that cannot be undone is named in one warning.
+Frames of a camera whose lens is distorted (``Frame.distortion_model``, ``distortion``: a CameraInfo's) are
+undistorted to a pinhole of the same K before they reach the model (``rectify: auto``, ``lenses``), so that the
+depth, cameras and cloud are those of the pinhole camera VGGT assumes.
 
 ``reset()`` starts a new map while the stream goes on (the model stays); ``snapshot()`` copies the map and the
 trajectory; ``save(folder)`` writes them. Both may be called from any thread while ``process`` runs in
@@ -40,8 +40,8 @@ import torch
 from ..export import write_depth, write_ply
 from ..fileio import PathLike, atomic_directory, write_text_atomic
 from ..geometry import quat_to_mat
-from ..geometry.distortion import Undistorter, UnsupportedDistortion, is_distorted
 from .estimator import Estimator
+from .lenses import Lenses
 from .mapping import AlignmentError, VoxelMap
 from .metric_scale import NoScale, OdometryTrack
 from .settings import StreamSettings
@@ -103,9 +103,7 @@ class StreamReconstructor:
         self.stereo_baseline_m = settings.stereo_baseline_m
         self.sensors = sensors or MetricSensors(baseline_m=lambda: self.stereo_baseline_m,
                                                 positions_at=self._positions_at)
-        self._lenses: Dict[int, Undistorter] = {}   # camera -> the undistortion of its current CameraInfo
-        # camera -> distortion model of each camera being undistorted (replaced whole: other threads read it)
-        self.rectified: Dict[int, str] = {}
+        self.lenses = Lenses(self._warn)   # kept across resets, like the model
         self._start_input_stage()
         # window stage; the lock guards what it shares with reset() and snapshot() (map, path, scale, last)
         self._lock = threading.Lock()
@@ -129,7 +127,8 @@ class StreamReconstructor:
         """The model the windows run (once; the ROS node loads it while the input stage already runs)."""
         if self._processor is not None:
             raise ValueError("the stream has a model already")
-        self._processor = WindowProcessor(estimator, self.settings, self._warn, self.sensors, self.generation)
+        self._processor = WindowProcessor(estimator, self.settings, self._warn, self.sensors, self.generation,
+                                          self.lenses)
 
     def reset(self) -> None:
         """Start a new map: forget the map, the trajectory, the metric scale and the keyframes waiting for a
@@ -141,7 +140,7 @@ class StreamReconstructor:
             self._start_input_stage()
             if self._processor is not None:
                 self._processor = WindowProcessor(self._processor.estimator, self.settings, self._warn, self.sensors,
-                                                  self.generation)
+                                                  self.generation, self.lenses)
             self.last = None
 
     @property
@@ -213,7 +212,7 @@ class StreamReconstructor:
         thumb = thumbnail(frames[0].rgb)
         if not self._gate.moved(thumb):
             return None
-        frameset = FrameSet(tuple(self._rectify(frame) for frame in frames))
+        frameset = FrameSet(tuple(frames))
         self._gate.accept(frameset.stamp_ns, thumb)
         self.counts.keyframes += 1
         if self._depth is not None:
@@ -238,33 +237,7 @@ class StreamReconstructor:
             self._warn(frame.camera, "depth", f"depth image is {depth.shape[1]}x{depth.shape[0]} but the image is "
                        f"{frame.rgb.shape[1]}x{frame.rgb.shape[0]}; register the depth to this camera (skipped)")
             return
-        lens = self._lenses.get(frame.camera)
-        # registered to the distorted image: it follows the image to the pinhole (NaN spreads to its neighbours)
-        frame.metric_depth = depth if lens is None else lens(depth)
-
-    def _rectify(self, frame: Frame) -> Frame:
-        """The keyframe undistorted to the pinhole of its K (``rectify: auto`` and a distorted lens), else as it
-        is; the undistortion map is made once per camera model."""
-        if frame.intrinsics is None or not is_distorted(frame.distortion_model, frame.distortion):
-            return frame
-        if self.settings.rectify == "off":
-            self._warn(frame.camera, "distortion", f"the CameraInfo has {frame.distortion_model or 'unnamed'} "
-                       "distortion and rectify is off: the images are used as pinhole images (bent geometry)")
-            return frame
-        height, width = frame.rgb.shape[:2]
-        lens = self._lenses.get(frame.camera)
-        if lens is None or not lens.matches(frame.intrinsics, frame.distortion_model, frame.distortion, width, height):
-            try:
-                lens = Undistorter.create(frame.intrinsics, frame.distortion_model, frame.distortion, width, height)
-                self._lenses[frame.camera] = lens
-            except UnsupportedDistortion as exc:
-                self._lenses.pop(frame.camera, None)
-                lens = None
-                self._warn(frame.camera, "distortion", f"{exc}: the images are used unrectified")
-            self.rectified = {camera: known.model for camera, known in sorted(self._lenses.items())}
-        if lens is None:
-            return frame
-        return dataclasses.replace(frame, rgb=lens(frame.rgb), distortion_model="", distortion=())
+        frame.metric_depth = depth
 
     def _positions_at(self, frames: List[Frame]) -> np.ndarray:
         """Odometry positions [K, 3] of the frames: their own ``odometry``, else the pushed track."""
@@ -282,7 +255,9 @@ class StreamReconstructor:
         """Reconstruct one window (from ``add_keyframe``) with the settings of this moment and place it in the
         map; raises ``WindowError`` or ``AlignmentError`` for a window that cannot be used, ``StaleWindow`` when
         the stream was reset meanwhile."""
-        processor, generation, settings = self.processor, self.generation, self.settings
+        with self._lock:   # a reset replaces both
+            processor, generation = self.processor, self.generation
+        settings = self.settings
         try:
             inferred = processor.infer(window, settings)   # the long part, outside the lock
             with self._lock:
@@ -336,7 +311,7 @@ class StreamReconstructor:
         return MapSnapshot(xyz, rgb, path, [(v.frame.camera, v.frame.index, v.depth) for v in views], {
             **(summary or {}), **counts, "resets": generation, "map_points": len(xyz),
             "keyframes_in_trajectory": len(path), "map_units": state["scale_mode"], "scale": state,
-            "rectified": {f"camera {camera}": model for camera, model in self.rectified.items()},
+            "rectified": {f"camera {camera}": model for camera, model in self.lenses.rectified.items()},
             "settings": settings,
             "files": {"map": "points.ply", "trajectory": "trajectory.txt (TUM: stamp_s tx ty tz qx qy qz qw)",
                       "cameras": "cameras.json", "depth": "depth/frame_<index>.npy|.png (camera k > 0: camk/depth/)"}})

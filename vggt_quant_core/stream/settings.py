@@ -17,6 +17,7 @@ import yaml
 
 from ..inference import POINT_SOURCES, PRECISIONS
 from ..presets import DEFAULT_PRESET, PRESETS
+from .lenses import RECTIFY_MODES
 from .mapping import WORLD_ROTATIONS
 from .metric_scale import SCALE_SOURCES
 
@@ -47,7 +48,7 @@ STREAM_PARAMETERS: Tuple[Param, ...] = (
           range=(0.0, 1.0), runtime=True),
     Param("rectify", "auto", "'auto': undistort the images of a camera whose CameraInfo has distortion "
           "(plumb_bob, rational_polynomial, equidistant) to a pinhole of the same K before inference; 'off': use "
-          "them as they are", choices=("auto", "off")),
+          "them as they are", choices=RECTIFY_MODES),
     # model
     Param("checkpoint", "", "weights file or directory (full precision or quantized); empty: use 'preset'"),
     Param("preset", DEFAULT_PRESET, "named model when no checkpoint is given", choices=tuple(sorted(PRESETS))),

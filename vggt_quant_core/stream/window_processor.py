@@ -20,6 +20,7 @@ from vggt_quant_core.geometry import pose_encoding_to_extri_intri
 from vggt_quant_core.inference import Reconstruction, predictions_to_reconstruction
 
 from .estimator import Estimator
+from .lenses import Lenses
 from .mapping import WORLD_ROTATIONS, Alignment, WindowMapper, WindowUpdate
 from .metric_scale import NoScale, ScaleFilter, ScaleSample, depth_pairs, depth_scale, stereo_scale, travel_scale
 from .settings import StreamSettings
@@ -127,9 +128,10 @@ class WindowProcessor:
     keys of this processor from those of an earlier one (a stream that was reset)."""
 
     def __init__(self, estimator: Estimator, settings: StreamSettings, warn: Warn,
-                 sensors: Optional[MetricSensors] = None, epoch: int = 0):
+                 sensors: Optional[MetricSensors] = None, epoch: int = 0, lenses: Optional[Lenses] = None):
         self.estimator = estimator
         self.epoch = epoch
+        self.lenses = lenses or Lenses(warn)
         self.scale = ScaleFilter(settings.scale_drift)
         self._sensors = sensors or MetricSensors()
         self.input_size = settings.image_size or estimator.image_size
@@ -234,8 +236,9 @@ class WindowProcessor:
                       recon, settings: StreamSettings) -> ScaleSample:
         """The window's metres per model unit from ``settings.scale_source``; raises ``NoScale``."""
         if settings.scale_source == "depth":
-            return depth_scale([depth_pairs(frame.metric_depth, _depth_of(predictions, index), settings.preprocess_mode,
-                                            self.input_size, _pad_offset(frame, predictions["depth"].shape[2:4]))
+            return depth_scale([depth_pairs(_measured_depth(frame), _depth_of(predictions, index),
+                                            settings.preprocess_mode, self.input_size,
+                                            _pad_offset(frame, predictions["depth"].shape[2:4]))
                                 for index, frame in enumerate(frames)
                                 if frame.camera == settings.depth_camera and frame.metric_depth is not None])
         centres = camera_centres(recon.extrinsics.astype(np.float64)).reshape(len(window), len(window[0].frames), 3)
@@ -257,6 +260,7 @@ class WindowProcessor:
         """[S, 3, H, W] in [0, 1]; each frame is preprocessed once and reused by overlapping windows."""
         for frame in frames:
             if frame.model_input is None:
+                self.lenses.rectify(frame, settings.rectify)
                 frame.model_input = preprocess_image(frame.rgb, mode=settings.preprocess_mode,
                                                      target_size=self.input_size)
         sizes = sorted({(f.model_input.shape[-1], f.model_input.shape[-2]) for f in frames})
@@ -283,6 +287,11 @@ class WindowProcessor:
             k[1, 2] += top
             out.append(k)
         return torch.tensor(np.stack(out), dtype=torch.float32)
+
+
+def _measured_depth(frame: Frame) -> np.ndarray:
+    """The depth image registered to the frame, undistorted with it (NaN spreads to a pixel's neighbours)."""
+    return frame.metric_depth if frame.lens is None else frame.lens(frame.metric_depth)
 
 
 def _depth_of(predictions: Dict[str, torch.Tensor], index: int) -> np.ndarray:

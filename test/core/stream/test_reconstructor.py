@@ -285,6 +285,7 @@ FISHEYE_LENS = (-0.02, 0.01, -0.003, 0.0005)
 def test_distorted_keyframes_reach_the_model_undistorted_like_opencv_does_it(monkeypatch):
     cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (the [dev] extra) is the reference")
     from vggt_quant_core.geometry import distortion
+    from vggt_quant_core.stream import window_processor
 
     truth = rig(11, WIDTH, HEIGHT)
     model, _ = _double(truth)
@@ -293,15 +294,16 @@ def test_distorted_keyframes_reach_the_model_undistorted_like_opencv_does_it(mon
                           image_size=WIDTH, description="ground truth", backend="cpu fp32", bits=32)
     maps, make_map = [], distortion.undistortion_map
     monkeypatch.setattr(distortion, "undistortion_map", lambda *a: maps.append(a) or make_map(*a))
+    measured, pairs = [], window_processor.depth_pairs
+    monkeypatch.setattr(window_processor, "depth_pairs", lambda depth, *a: measured.append(depth) or pairs(depth, *a))
     k = truth.intrinsics
     settings = dataclasses.replace(SETTINGS, scale_source="depth")
     problems = []
     recon = StreamReconstructor(settings, estimator, warn=lambda *problem: problems.append(problem))
     for step in range(4):
         recon.push_depth(T0 + step * DT, truth.depth[0, step])
-        result = recon.push(_frame(truth, step, intrinsics=k, distortion_model="equidistant",
-                                   distortion=FISHEYE_LENS))
-    assert problems == [] and len(maps) == 1 and recon.rectified == {0: "equidistant"}   # one map for 4 frames
+        recon.push(_frame(truth, step, intrinsics=k, distortion_model="equidistant", distortion=FISHEYE_LENS))
+    assert problems == [] and len(maps) == 1 and recon.lenses.rectified == {0: "equidistant"}   # one map, 4 frames
     map_x, map_y = cv2.fisheye.initUndistortRectifyMap(k, np.array(FISHEYE_LENS), np.eye(3), k, (WIDTH, HEIGHT),
                                                        cv2.CV_32FC1)
     inside = (map_x > 1) & (map_y > 1) & (map_x < WIDTH - 2) & (map_y < HEIGHT - 2)
@@ -311,13 +313,13 @@ def test_distorted_keyframes_reach_the_model_undistorted_like_opencv_does_it(mon
         assert np.abs(seen - expected)[inside].max() <= 2.5    # OpenCV's 5-bit interpolation weights
         # the depth registered to the distorted image follows it to the pinhole
         depth = cv2.remap(truth.depth[0, step], map_x, map_y, cv2.INTER_LINEAR)
-        attached = result.frames[step].metric_depth
-        both = inside & np.isfinite(attached)
-        assert both.mean() > 0.5 and np.allclose(attached[both], depth[both], rtol=0.02)
+        both = inside & np.isfinite(measured[step])
+        assert both.mean() > 0.5 and np.allclose(measured[step][both], depth[both], rtol=0.02)
     # a new CameraInfo (another D): a new map; an unknown model and rectify off: named, images as they are
     recon.push(_frame(truth, 4, intrinsics=k, distortion_model="equidistant", distortion=(0.0,) * 4))
     recon.push(_frame(truth, 5, intrinsics=k, distortion_model="fov", distortion=(0.9,)))
-    assert [a[1:3] for a in maps[1:]] == [("equidistant", (0.0,) * 4), ("fov", (0.9,))] and recon.rectified == {}
+    assert [a[1:3] for a in maps[1:]] == [("equidistant", (0.0,) * 4), ("fov", (0.9,))]
+    assert recon.lenses.rectified == {}
     assert problems[-1] == (0, "distortion", "distortion model 'fov' is not supported (supported: equidistant, "
                             "plumb_bob, rational_polynomial): the images are used unrectified")
     off = StreamReconstructor(dataclasses.replace(SETTINGS, rectify="off"), estimator,
