@@ -326,8 +326,7 @@ class ReconstructNode(Node):
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         """Input group: a new map from the next keyframe; windows waiting or being inferred are discarded."""
         with self._outputs_lock:
-            before = self.reconstruction.snapshot()
-            self.reconstruction.reset()
+            points, poses = self.reconstruction.reset()
             waiting = self._queue.clear()
             self._tf.reset()
             self._outputs.clear(self.get_clock().now().nanoseconds)
@@ -336,8 +335,7 @@ class ReconstructNode(Node):
             self._stats.resets += 1
             self._stats.map_points = 0
         response.success = True
-        response.message = (f"map reset: {len(before.xyz)} points and {len(before.path)} poses dropped; the next "
-                            "keyframe starts a new map")
+        response.message = f"map reset: {points} points and {poses} poses dropped; the next keyframe starts a new map"
         self.get_logger().info(response.message)
         return response
 

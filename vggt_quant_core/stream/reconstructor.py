@@ -130,18 +130,21 @@ class StreamReconstructor:
         self._processor = WindowProcessor(estimator, self.settings, self._warn, self.sensors, self.generation,
                                           self.lenses)
 
-    def reset(self) -> None:
+    def reset(self) -> Tuple[int, int]:
         """Start a new map: forget the map, the trajectory, the metric scale and the keyframes waiting for a
         window; the next keyframe starts the new map (at its own origin and scale). The model, the lenses and the
         sensors' data stay. Call it from the thread that feeds the input stage; a window being reconstructed
-        meanwhile ends in ``StaleWindow``."""
+        meanwhile ends in ``StaleWindow``. Returns the map points and trajectory poses it dropped."""
         with self._lock:
+            processor = self._processor
+            dropped = (0, 0) if processor is None else (len(processor.mapper.map), len(processor.path))
             self.generation += 1
             self._start_input_stage()
             if self._processor is not None:
                 self._processor = WindowProcessor(self._processor.estimator, self.settings, self._warn, self.sensors,
                                                   self.generation, self.lenses)
             self.last = None
+        return dropped
 
     @property
     def processor(self) -> WindowProcessor:

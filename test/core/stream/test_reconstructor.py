@@ -211,8 +211,8 @@ def test_a_reset_starts_a_new_map_and_drops_the_window_being_inferred():
     model.entered.clear()
     worker, outcome = _in_thread(lambda: recon.process(window))   # the second window, held in the model
     assert model.entered.wait(10)
-    started = time.monotonic()
-    recon.reset()
+    started, points = time.monotonic(), len(recon.map)
+    assert recon.reset() == (points, 4)   # what it dropped
     snapshot = recon.snapshot()
     assert time.monotonic() - started < 1.0 and worker.is_alive()   # neither waited for the model
     assert snapshot.path == [] and len(snapshot.xyz) == 0 and snapshot.summary["resets"] == 1
