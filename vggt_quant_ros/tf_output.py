@@ -16,6 +16,7 @@ import threading
 from typing import Callable, Optional
 
 import numpy as np
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.time import Time
 
@@ -28,6 +29,9 @@ from .transforms import Pose7, base_from_camera_parameter, map_from_odom, pose, 
 
 # (kind, text): a problem the node names once (its WARN_ONCE kinds) and keeps in diagnostics
 Problem = Callable[[str, str], None]
+# odometry kept for lookups at a keyframe's stamp: a window is placed seconds after its newest keyframe (a minute
+# and more for VGGT-1B on a CPU), longer than tf2's default 10 s
+TF_CACHE_S = 300.0
 
 
 def _tf2_ros():
@@ -61,7 +65,7 @@ class TfOutput:
             return
         self._broadcaster = tf2_ros.TransformBroadcaster(node)
         if self._mode == "map_odom":
-            self._buffer = tf2_ros.Buffer()
+            self._buffer = tf2_ros.Buffer(cache_time=Duration(seconds=TF_CACHE_S))
             self._listener = tf2_ros.TransformListener(self._buffer, node)
             if settings.map_odom_period_s > 0:
                 node.create_timer(settings.map_odom_period_s, self._resend, callback_group=group)
