@@ -15,10 +15,10 @@ Frames of a camera whose lens is distorted (``Frame.distortion_model``, ``distor
 undistorted to a pinhole of the same K before they reach the model (``rectify: auto``, ``lenses``), so that the
 depth, cameras and cloud are those of the pinhole camera VGGT assumes.
 
-``reset()`` starts a new map while the stream goes on (the model stays); ``snapshot()`` copies the map and the
-trajectory; ``save(folder)`` writes them. Both may be called from any thread while ``process`` runs in
-another: the map changes only inside a short lock, after the model's part of a window, and a window whose
-inference began before a reset is dropped (``StaleWindow``) instead of reaching the new map.
+``reset()`` starts a new map while the stream goes on (the model stays). It, ``snapshot()`` (a copy of the map
+and the trajectory) and ``save()`` may be called while ``process`` runs in another thread: the map changes only
+inside a short lock, after the model's part of a window, and a window whose inference began before a reset is
+dropped (``StaleWindow``) instead of reaching the new map.
 
 What it keeps is bounded: one window of frames (and their reused per-frame model work), the voxel map
 (``max_map_points``), recent odometry, and camera 0's path (``path_max_size`` poses, 64 bytes each; 0 keeps
