@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 PACKAGE = "vggt_quant_ros"
 
 ROS_WHEELS = ["ros-rclpy", "ros-rmw-fastrtps-cpp", "ros-sensor-msgs", "ros-geometry-msgs", "ros-nav-msgs",
-              "ros-std-msgs", "ros-visualization-msgs", "ros-diagnostic-msgs"]
+              "ros-std-msgs", "ros-std-srvs", "ros-visualization-msgs", "ros-diagnostic-msgs"]
 
 setup(
     name=PACKAGE,

@@ -59,7 +59,7 @@ def run(bag: Path, sequence: SceneSequence, estimator: Estimator, source: str, w
     """One run: the bag into a fresh node; returns its trajectory errors and final scale diagnostics."""
     values = {**input_parameters(source, "predicted"), "image_size": int(sequence.cameras[0].images.shape[2]),
               "window_size": window_size, "window_stride": window_stride, "camera_timeout_s": 3600.0,
-              "sync_slop_s": 0.01, "publish_tf": False}
+              "sync_slop_s": 0.01, "tf_mode": "none"}
     started = time.perf_counter()
     with private_graph() as (context, executor, player):
         outputs = NodeOutputs(player)

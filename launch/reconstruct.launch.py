@@ -2,6 +2,8 @@
 
     ros2 launch vggt_quant_ros reconstruct.launch.py image_topics:="['/cam0/image_raw', '/cam1/image_raw']" \
         checkpoint:=/path/to/model.pt rviz:=true
+    ros2 launch vggt_quant_ros reconstruct.launch.py image_topics:=/front/image_raw tf_mode:=map_odom \
+        map_save_dir:=/data/maps
 
 Arguments left empty keep the values of ``params_file``. Checking and parsing the arguments is
 ``vggt_quant_ros.launch_arguments``; this file only wires it to launch actions. Without the ros2 CLI (pip install),
@@ -81,6 +83,16 @@ def generate_launch_description():
                               description="one topic, or a YAML list of topics (one per camera); empty: file's"),
         DeclareLaunchArgument("transport", default_value="", description="raw or compressed; empty: file's"),
         DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda, cuda:1; empty: file's"),
+        DeclareLaunchArgument("rectify", default_value="",
+                              description="auto (undistort cameras whose CameraInfo has distortion) or off; "
+                                          "empty: file's"),
+        DeclareLaunchArgument("tf_mode", default_value="",
+                              description="cameras (map -> optical frames), map_odom (REP 105 map -> odom) or none; "
+                                          "empty: file's"),
+        DeclareLaunchArgument("odom_frame", default_value="", description="map_odom: odometry frame; empty: file's"),
+        DeclareLaunchArgument("base_frame", default_value="", description="map_odom: body frame; empty: file's"),
+        DeclareLaunchArgument("map_save_dir", default_value="",
+                              description="where ~/save_map writes its timestamped folders; empty: file's"),
         DeclareLaunchArgument("namespace", default_value="",
                               description="namespace of the node and RViz (topics become /<namespace>/vggt/...)"),
         DeclareLaunchArgument("use_sim_time", default_value="false",

@@ -124,10 +124,12 @@ class Feeder:
                  f"the node to receive a message on {self.topics[camera]}")
 
     def drain(self, timeout: float = 30.0) -> None:
-        """Wait until every window made so far was processed, failed or dropped (the worker is idle)."""
+        """Wait until every window made so far was processed, failed, dropped or discarded by a reset (the worker
+        is idle)."""
         def idle():
             s = self.node.stats()
-            return s.windows_processed + s.failed_windows + s.dropped_windows == s.windows_emitted
+            return s.windows_processed + s.failed_windows + s.dropped_windows + s.discarded_windows \
+                == s.windows_emitted
         wait_for(idle, timeout, "the worker to finish its windows")
 
     def send_all(self, msgs_per_camera) -> None:

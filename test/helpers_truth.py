@@ -74,3 +74,49 @@ class GroundTruthModel(TrueGeometryModel):
         if call in self.corrupt:
             predictions["pose_enc"][:] = float("nan")
         return predictions
+
+
+class FisheyeRig:
+    """The ``rig`` cameras seen through an equidistant (fisheye) lens with the same K and distortion ``lens``:
+    ``fisheye`` images [T, H, W, 3] made with OpenCV (``cv2.fisheye.undistortPoints`` gives each fisheye pixel's
+    ray; the room is rendered along it), the pinhole ground truth ``truth`` (a ``Rig``) of the same cameras, and
+    ``double()``: a model double that answers as a perfect pinhole depth network would.
+
+    The double recognises each image among the fisheye images and the true pinhole images (nearest in pixel
+    space) and returns the true cameras and, per pixel, the true distance of what that pixel shows, placed on the
+    pinhole ray of the pixel (the only ray a pinhole model knows). A pinhole image so gets its true geometry back;
+    a fisheye image gets the true distances along bent rays: the error of using a fisheye image as a pinhole one,
+    and nothing else. Its ``windows`` list (0: fisheye, 1: pinhole, step) per image of each call."""
+
+    def __init__(self, steps: int, width: int, height: int, lens: Sequence[float], fov_x_degrees: float = 75.0):
+        import cv2
+
+        from vggt_quant_core.data.scenes import render
+
+        sequence = generate_sequence(0, steps, width, height, trajectory="orbit", kind="room",
+                                     fov_x_degrees=fov_x_degrees)
+        self.truth, self.lens = Rig.of(sequence), tuple(lens)
+        k = self.truth.intrinsics
+        u, v = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+        pixels = np.stack([u.ravel(), v.ravel()], -1)[:, None]
+        rays = cv2.fisheye.undistortPoints(pixels, k, np.array(lens)).reshape(height, width, 2)   # pinhole x, y
+        # a pinhole canvas wide enough for every fisheye ray
+        pad = int(np.ceil(max(np.abs(rays[..., 0]).max() * k[0, 0] - width / 2,
+                              np.abs(rays[..., 1]).max() * k[1, 1] - height / 2))) + 2
+        wide = k.copy()
+        wide[:2, 2] += pad
+        images, depth = render(sequence.scene, self.truth.extrinsics[0], np.repeat(wide[None], steps, 0),
+                               width + 2 * pad, height + 2 * pad)
+        map_x = (rays[..., 0] * wide[0, 0] + wide[0, 2]).astype(np.float32)
+        map_y = (rays[..., 1] * wide[1, 1] + wide[1, 2]).astype(np.float32)
+        self.fisheye = np.stack([cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR) for image in images])
+        z = np.stack([cv2.remap(d, map_x, map_y, cv2.INTER_NEAREST) for d in depth])
+        distance = z * np.sqrt(1 + (rays ** 2).sum(-1))
+        pinhole_rays = np.sqrt(1 + ((u - k[0, 2]) / k[0, 0]) ** 2 + ((v - k[1, 2]) / k[1, 1]) ** 2)
+        self._seen_depth = np.stack([distance / pinhole_rays, self.truth.depth[0]]).astype(np.float32)
+
+    def double(self) -> TrueGeometryModel:
+        """A new double (see the class docstring), at 1 model unit per metre."""
+        return TrueGeometryModel(np.stack([self.fisheye, self.truth.images[0]]),
+                                 np.repeat(self.truth.extrinsics[:1], 2, 0), self._seen_depth, self.truth.intrinsics,
+                                 scales=(1.0,))

@@ -93,7 +93,7 @@ PYTHON_DEPENDENCIES = {
 # imported only where importable (guarded imports), so not required; package.xml names each of them
 OPTIONAL_IMPORTS = {"cv_bridge", "tf2_ros", "fht_cpu", "fast_hadamard_transform", "triton", "av"}
 # ROS packages, whose rosdep key is their import name
-ROS_PACKAGES = re.compile(r"^(rclpy|ament_index_python|launch|launch_ros|\w+_msgs|\w+_interfaces)$")
+ROS_PACKAGES = re.compile(r"^(rclpy|ament_index_python|launch|launch_ros|\w+_msgs|\w+_srvs|\w+_interfaces)$")
 
 
 def _third_party_imports():

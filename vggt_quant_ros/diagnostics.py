@@ -26,6 +26,9 @@ class Stats:
     windows_processed: int = 0
     dropped_windows: int = 0
     failed_windows: int = 0
+    discarded_windows: int = 0   # waiting or being inferred when ~/reset came (not a problem)
+    resets: int = 0
+    rectified: Dict[int, str] = field(default_factory=dict)   # camera -> model of the cameras being undistorted
     timings_ms: Dict[str, float] = field(default_factory=dict)   # last window: stage -> wall ms
     cpu_ms: Dict[str, float] = field(default_factory=dict)       # last window: stage -> worker CPU ms
     window_latency_ms: float = 0.0
@@ -105,6 +108,8 @@ def diagnostic_status(stats: Stats, names: List[str], silent: Dict[int, float], 
         "windows_processed": str(stats.windows_processed),
         "dropped_windows": str(stats.dropped_windows),
         "failed_windows": str(stats.failed_windows),
+        "discarded_windows": str(stats.discarded_windows),
+        "resets": str(stats.resets),
         "queued_windows": str(queued),
         "window_rate_hz": f"{(stats.windows_processed - stats.processed_at_last_report) / elapsed_s:.3f}",
         "window_latency_ms": f"{stats.window_latency_ms:.1f}",
@@ -113,6 +118,7 @@ def diagnostic_status(stats: Stats, names: List[str], silent: Dict[int, float], 
         "alignment_scale": f"{stats.alignment_scale:.4g}",
         "map_points": str(stats.map_points),
         "stalled_cameras": ",".join(names[c] for c in silent),
+        "rectified": ", ".join(f"{names[camera]} ({model})" for camera, model in stats.rectified.items()),
         "last_problem": stats.last_problem,
     }
     return DiagnosticStatus(level=level, name=DIAGNOSTIC_NAME, message=message,

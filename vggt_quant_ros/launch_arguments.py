@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 
 # string parameters of the node that a launch argument of the same name overrides when it is not empty
-OVERRIDABLE = ("checkpoint", "preset", "device", "transport")
+OVERRIDABLE = ("checkpoint", "preset", "device", "transport", "rectify", "tf_mode", "odom_frame", "base_frame",
+               "map_save_dir")
 # what launch's own conditions accept (launch.conditions.evaluate_condition_expression), so `rviz:=True` and
 # `use_sim_time:=1` mean what they mean elsewhere in ROS
 TRUE_WORDS = ("true", "1")

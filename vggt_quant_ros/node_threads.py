@@ -38,6 +38,13 @@ class LatestWinsQueue(Generic[T]):
                 return None
             return self._items.popleft()
 
+    def clear(self) -> int:
+        """Drop every queued item; returns how many there were."""
+        with self._cond:
+            count = len(self._items)
+            self._items.clear()
+            return count
+
     def close(self) -> None:
         """Wake every ``get`` (they return None) and refuse nothing: later puts are simply never read."""
         with self._cond:

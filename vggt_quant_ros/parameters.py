@@ -13,9 +13,12 @@ from typing import Any, Dict, List, Tuple
 from vggt_quant_core.stream.settings import (STREAM_PARAMETER, ConfigurationError, Param, StreamSettings,
                                              check_parameters)
 
+from .transforms import base_from_camera_parameter
+
 __all__ = ["PARAMETERS", "ConfigurationError", "NodeSettings", "Param", "settings_from"]
 
 S = STREAM_PARAMETER
+TF_MODES = ("cameras", "map_odom", "none")
 PARAMETERS: Tuple[Param, ...] = (
     # inputs
     Param("image_topics", ["/camera/image_raw"], "one image topic per camera (sensor-data QoS); with transport "
@@ -23,8 +26,9 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("camera_names", [], "one name per camera for ~/depth/<name> (default cam0, cam1, ...)"),
     Param("transport", "raw", "sensor_msgs/Image ('raw') or CompressedImage JPEG/PNG ('compressed')",
           choices=("raw", "compressed")),
-    Param("camera_info_topics", [], "optional CameraInfo topic per camera (empty: none)"),
-    S["intrinsics_source"], S["sync_slop_s"],
+    Param("camera_info_topics", [], "optional CameraInfo topic per camera (empty: none); its K, and its "
+          "distortion for rectify"),
+    S["intrinsics_source"], S["sync_slop_s"], S["rectify"],
     # model
     S["checkpoint"], S["preset"], S["device"], S["precision"], S["image_size"], S["preprocess_mode"],
     S["point_source"], S["reuse_frame_tokens"],
@@ -40,7 +44,15 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("map_frame", "map", "fixed frame of points, poses, path and odometry"),
     S["world_frame_convention"],
     Param("camera_frame_ids", [], "optical frame per camera (default: the images' header.frame_id)"),
-    Param("publish_tf", True, "publish map -> camera optical frames on /tf (only when tf2_ros is installed)"),
+    Param("tf_mode", "cameras", "what the node puts on /tf (needs tf2_ros): 'cameras' (map -> each camera's "
+          "optical frame), 'map_odom' (map -> odom_frame such that map -> base_frame is the estimate, REP 105) or "
+          "'none'", choices=TF_MODES),
+    Param("odom_frame", "odom", "map_odom: the odometry frame; odom -> base_frame comes from /tf"),
+    Param("base_frame", "base_link", "map_odom: the robot's body frame"),
+    Param("base_to_camera", [], "map_odom: camera 0's optical frame in base_frame, [x, y, z, qx, qy, qz, qw] "
+          "(metres); empty: looked up on /tf_static", items=float),
+    Param("map_odom_period_s", 0.05, "map_odom: resend the latest map -> odom this often, stamped with the "
+          "current time, so that tf2 lookups of newer data find it; 0: once per window", range=(0.0, 10.0)),
     S["path_max_size"],
     # metric scale
     S["scale_source"], S["stereo_baseline_m"],
@@ -54,6 +66,9 @@ PARAMETERS: Tuple[Param, ...] = (
     Param("camera_timeout_s", 2.0, "warn when a camera has sent nothing for this long", range=(0.1, 3600.0),
           runtime=True),
     Param("diagnostics_period_s", 1.0, "period of /diagnostics", range=(0.05, 60.0)),
+    # services
+    Param("map_save_dir", "~/.ros/vggt_maps", "~/save_map writes each map into a new timestamped folder in this "
+          "directory (~: the home directory)", runtime=True),
 )
 
 
@@ -67,7 +82,8 @@ def _stream(settings) -> StreamSettings:
 # that the two cannot disagree. The node takes a new one when runtime parameters change; a window is processed
 # with the snapshot it started with (``stream``).
 NodeSettings = dataclasses.make_dataclass(
-    "NodeSettings", [(p.name, List[str] if p.default == [] else type(p.default)) for p in PARAMETERS], frozen=True,
+    "NodeSettings", [(p.name, List[p.items] if p.default == [] else type(p.default)) for p in PARAMETERS],
+    frozen=True,
     namespace={"stream": property(_stream), "__doc__": "One reading of every parameter (``PARAMETERS``)."})
 NodeSettings.__module__ = __name__
 
@@ -77,6 +93,8 @@ def settings_from(p: Dict[str, Any]) -> "NodeSettings":
     for param in PARAMETERS:
         if param.default == [] and p[param.name] is None:
             p[param.name] = []
+        elif param.default == []:
+            p[param.name] = [param.items(v) for v in p[param.name]]   # rclpy gives array.array for doubles
     check_parameters([param for param in PARAMETERS if param.choices], p)
     count = len(p["image_topics"])
     if count == 0:
@@ -94,6 +112,13 @@ def settings_from(p: Dict[str, Any]) -> "NodeSettings":
         raise ConfigurationError("scale_source 'odometry' needs odometry_topic or odometry_frame")
     if source == "depth" and not p["depth_topic"]:
         raise ConfigurationError("scale_source 'depth' needs depth_topic (a depth image registered to a camera)")
+    if p["tf_mode"] == "map_odom":
+        frames = (p["map_frame"], p["odom_frame"], p["base_frame"])
+        if len(set(frames)) < 3 or not all(frames):
+            raise ConfigurationError(f"tf_mode 'map_odom' needs three different frames; map_frame, odom_frame and "
+                                     f"base_frame are {', '.join(repr(f) for f in frames)}")
+        if p["base_to_camera"]:
+            base_from_camera_parameter(p["base_to_camera"])
     settings = NodeSettings(**p)
     settings.stream.check()
     return settings

@@ -7,12 +7,16 @@ Threads (spelled out because inference takes seconds):
   synchronise and gate frames, and push finished windows into a latest-wins queue (never block);
 * a worker thread loads the model, then takes windows from the queue and runs VGGT, the mapping
   and the publishing; windows replaced in the queue while it works are counted as dropped;
-* the diagnostics timer has a group of its own, so it reports while the worker is busy.
+* the diagnostics timer has a group of its own, so it reports while the worker is busy;
+* services: ``~/reset`` runs in the input group (it never interleaves with a frame's intake), ``~/save_map`` in a
+  group of its own; both answer while the worker infers: the reconstruction changes its map only in a short
+  locked step after the model, the save writes a copy taken under that lock, and a window whose inference began
+  before a reset is dropped instead of reaching the new map (``_outputs_lock`` keeps it from being published).
 
-``main`` spins a ``MultiThreadedExecutor`` so the two callback groups run in parallel. The node does the ROS
+``main`` spins a ``MultiThreadedExecutor`` so the callback groups run in parallel. The node does the ROS
 I/O over the streaming library's ``StreamReconstructor``: the input group runs its input stage
 (``synchronise``, ``add_keyframe``), the worker its window stage (``process``). The parameters are in
-``parameters``, the publishers in ``outputs`` and the status in ``diagnostics``.
+``parameters``, the publishers in ``outputs``, /tf in ``tf_output`` and the status in ``diagnostics``.
 """
 
 import dataclasses
@@ -20,6 +24,7 @@ import sys
 import threading
 import time
 import traceback
+from datetime import datetime
 from typing import Callable, List, Optional, Sequence, Tuple
 
 import rclpy
@@ -34,9 +39,11 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_srvs.srv import Trigger
 
 from vggt_quant_core.model import CheckpointError
 from vggt_quant_core.stream import Estimator, Frame, FrameRejected, FrameSet, StreamReconstructor, load_estimator
+from vggt_quant_core.stream.reconstructor import StaleWindow, dated_folder
 from vggt_quant_core.stream.mapping import AlignmentError
 from vggt_quant_core.stream.metric_scale import scale_mode
 from vggt_quant_core.stream.settings import NODE_NAME
@@ -49,9 +56,12 @@ from .node_threads import LatestWinsQueue, StallWatch
 from .outputs import WindowPublishers
 from .parameters import PARAMETERS, ConfigurationError, NodeSettings, Param, settings_from
 from .scale_inputs import ScaleInputs
+from .tf_output import TfOutput
 
 # problem kinds logged the first time only (diagnostics keep showing the latest)
-WARN_ONCE = ("scale-missing", "scale-rejected", "scale-clipped", "depth", "baseline")
+WARN_ONCE = ("scale-missing", "scale-rejected", "scale-clipped", "depth", "baseline", "distortion", "tf-base",
+             "tf-odom")
+ARRAY_TYPES = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_ARRAY}
 
 
 def _descriptor(param: Param) -> ParameterDescriptor:
@@ -83,7 +93,7 @@ class ReconstructNode(Node):
         values = {}
         try:
             for param in PARAMETERS:
-                default = Parameter.Type.STRING_ARRAY if param.default == [] else param.default
+                default = ARRAY_TYPES[param.items] if param.default == [] else param.default
                 values[param.name] = self.declare_parameter(param.name, default, _descriptor(param)).value
         except ParameterException as exc:
             raise ConfigurationError(str(exc)) from exc
@@ -104,8 +114,14 @@ class ReconstructNode(Node):
         self._stall = StallWatch(count, s.camera_timeout_s, time.monotonic())
         self._queue: LatestWinsQueue[List[FrameSet]] = LatestWinsQueue(s.max_queue)
 
-        # worker side
+        # worker side; the lock keeps a reset from interleaving with the publishing of a window
         self._outputs = WindowPublishers(self, self._names, s)
+        self._outputs_lock = threading.Lock()
+        self._tf = TfOutput(self, s, lambda kind, text: self._worker_problem(None, kind, text),
+                            MutuallyExclusiveCallbackGroup())
+        if s.tf_mode == "map_odom" and s.scale_source == "none":
+            self.get_logger().warning("tf_mode 'map_odom' with scale_source 'none': the map is in model units, not "
+                                      "metres, so map -> odom mixes units; set a scale_source")
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._stop = threading.Event()
 
@@ -123,6 +139,8 @@ class ReconstructNode(Node):
         self.reconstruction = StreamReconstructor(s.stream, warn=self._worker_problem)
         self.scale_inputs = ScaleInputs(self, s, input_group, self._input_problem, self.reconstruction)
         self.reconstruction.sensors = self.scale_inputs.sensors   # the node measures with its topics and /tf
+        self.create_service(Trigger, "~/reset", self._on_reset, callback_group=input_group)
+        self.create_service(Trigger, "~/save_map", self._on_save_map, callback_group=MutuallyExclusiveCallbackGroup())
         self._last_report = time.monotonic()
         self.create_timer(s.diagnostics_period_s, self._report, callback_group=MutuallyExclusiveCallbackGroup())
         self.add_post_set_parameters_callback(self._apply_runtime_parameters)
@@ -197,17 +215,18 @@ class ReconstructNode(Node):
         frame_ids = self._settings.camera_frame_ids
         frame_id = (frame_ids[camera] if frame_ids else msg.header.frame_id
                     or f"{self._names[camera]}_optical_frame")
-        intrinsics = None
+        lens = {}
         info = self._camera_infos[camera]
         if info is not None:
             if (info.width, info.height) == (rgb.shape[1], rgb.shape[0]):
-                intrinsics = conversions.intrinsics_from_info(info)
+                lens = dict(intrinsics=conversions.intrinsics_from_info(info),
+                            distortion_model=info.distortion_model, distortion=tuple(info.d))
             else:
                 self._input_problem(camera, "camera_info", f"CameraInfo is for {info.width}x{info.height} but the "
-                                    f"image is {rgb.shape[1]}x{rgb.shape[0]}; using predicted intrinsics",
-                                    count_as_rejected=False)
+                                    f"image is {rgb.shape[1]}x{rgb.shape[0]}; using predicted intrinsics, "
+                                    "unrectified", count_as_rejected=False)
         return Frame(camera=camera, stamp_ns=conversions.stamp_to_ns(msg.header.stamp), frame_id=frame_id, rgb=rgb,
-                     intrinsics=intrinsics, received=received, convert_seconds=time.perf_counter() - start)
+                     received=received, convert_seconds=time.perf_counter() - start, **lens)
 
     def _input_problem(self, camera: int, kind: str, text: str, count_as_rejected: bool = True) -> None:
         """A frame-level problem of one camera: counted, shown in diagnostics, logged throttled."""
@@ -252,6 +271,9 @@ class ReconstructNode(Node):
                 continue
             try:
                 self._process(latest)
+            except StaleWindow:   # ~/reset came while it was inferred: it belongs to the old map
+                with self._stats_lock:
+                    self._stats.discarded_windows += 1
             except (WindowError, AlignmentError) as exc:
                 self._window_failed(f"window skipped: {exc}")
             except RuntimeError as exc:  # e.g. CUDA out of memory: worth a line, not a dead worker
@@ -280,10 +302,14 @@ class ReconstructNode(Node):
         result = self.reconstruction.process(latest)
         if self._stop.is_set():
             return
-        if result.rescaled_map != 1.0:
-            self.get_logger().info(f"the map is in metres from now on ({settings.scale_source}); what it held was "
-                                   f"scaled by {result.rescaled_map:.4g}")
-        self._outputs.publish(result, self.reconstruction.trajectory, settings)
+        with self._outputs_lock:
+            if result.generation != self.reconstruction.generation:
+                raise StaleWindow("reset after the window was placed")
+            if result.rescaled_map != 1.0:
+                self.get_logger().info(f"the map is in metres from now on ({settings.scale_source}); what it held "
+                                       f"was scaled by {result.rescaled_map:.4g}")
+            self._outputs.publish(result, settings)
+            self._tf.window(result)
         result.clock.lap("publish")
         result.clock.finish()
         with self._stats_lock:
@@ -294,6 +320,48 @@ class ReconstructNode(Node):
             stats.alignment_rmse, stats.alignment_scale = result.update.rmse, result.update.scale
             stats.map_points = result.map_points
             stats.scale = result.scale_status
+            stats.rectified = self.reconstruction.lenses.rectified
+
+    # --------------------------------------------------------------------------------------- services
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Input group: a new map from the next keyframe; windows waiting or being inferred are discarded."""
+        with self._outputs_lock:
+            points, poses = self.reconstruction.reset()
+            waiting = self._queue.clear()
+            self._tf.reset()
+            self._outputs.clear(self.get_clock().now().nanoseconds)
+        with self._stats_lock:
+            self._stats.discarded_windows += waiting
+            self._stats.resets += 1
+            self._stats.map_points = 0
+        response.success = True
+        response.message = f"map reset: {points} points and {poses} poses dropped; the next keyframe starts a new map"
+        self.get_logger().info(response.message)
+        return response
+
+    def _on_save_map(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        """Service group: the map of this moment (a copy: the worker goes on) into a new folder under
+        ``map_save_dir``, atomically; the reply's message is the folder (or why there is none)."""
+        parent = self._settings.map_save_dir
+        snapshot = self.reconstruction.snapshot({"node": self.get_fully_qualified_name(), "saved_by": "~/save_map",
+                                                 "model": self.estimator.description if self.estimator else ""})
+        if not snapshot.path:
+            response.success = False
+            response.message = ("nothing to save: no window has been reconstructed yet"
+                                + (" since the last reset" if self.reconstruction.generation else ""))
+            return response
+        try:
+            folder = dated_folder(parent, "map", datetime.now())
+            snapshot.save(folder)
+        except (OSError, ValueError) as exc:
+            response.success = False
+            response.message = f"cannot save the map under {parent}: {exc}"
+            self.get_logger().warning(response.message)
+            return response
+        response.success, response.message = True, str(folder.resolve())
+        self.get_logger().info(f"map saved to {response.message} ({len(snapshot.xyz)} points, {len(snapshot.path)} "
+                               "poses)")
+        return response
 
     # ------------------------------------------------------------------------------------ diagnostics
     def stats(self) -> Stats:

@@ -13,6 +13,7 @@ from vggt_quant_ros.launch_arguments import (ArgumentError, check_params_file, e
 
 CONFIG = str(REPO / "config" / "reconstruct.yaml")
 DEFAULTS = {"params_file": CONFIG, "checkpoint": "", "preset": "", "image_topics": "", "transport": "", "device": "",
+            "rectify": "", "tf_mode": "", "odom_frame": "", "base_frame": "", "map_save_dir": "",
             "namespace": "", "use_sim_time": "false", "rviz": "true"}   # as the launch file declares them
 
 
@@ -79,9 +80,11 @@ def test_default_arguments_keep_the_file_values_and_set_only_use_sim_time():
 
 def test_given_arguments_override_the_file():
     given = {**DEFAULTS, "checkpoint": "/m.pt", "device": "cuda", "transport": "compressed",
-             "image_topics": "['/a/image', '/b/image']", "use_sim_time": "1"}
+             "image_topics": "['/a/image', '/b/image']", "use_sim_time": "1", "tf_mode": "map_odom",
+             "rectify": "off", "map_save_dir": "/data/maps"}
     assert node_parameters(given) == (CONFIG, {"checkpoint": "/m.pt", "device": "cuda", "transport": "compressed",
-                                               "image_topics": ["/a/image", "/b/image"], "use_sim_time": True})
+                                               "image_topics": ["/a/image", "/b/image"], "use_sim_time": True,
+                                               "tf_mode": "map_odom", "rectify": "off", "map_save_dir": "/data/maps"})
 
 
 @pytest.mark.parametrize("argument, value, message", [

@@ -13,6 +13,7 @@ import rclpy  # noqa: I100 (helpers_ros skips this module without rclpy)
 from rclpy.expand_topic_name import expand_topic_name
 from rclpy.parameter import Parameter
 from vggt_quant_core.stream.estimator import Estimator
+from vggt_quant_ros.launch_arguments import OVERRIDABLE
 from vggt_quant_ros.reconstruct_node import NODE_NAME, PARAMETERS, ReconstructNode
 
 CONFIG = REPO / "config" / "reconstruct.yaml"
@@ -54,6 +55,8 @@ def test_launch_file_declares_the_arguments_and_starts_the_node_and_rviz():
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     declared = {c.args[0].value for c in calls if c.func.id == "DeclareLaunchArgument"}
     assert {"params_file", "checkpoint", "image_topics", "rviz"} <= declared
+    # every string parameter a launch argument overrides is declared, and names a parameter of the node
+    assert set(OVERRIDABLE) <= declared and set(OVERRIDABLE) <= {p.name for p in PARAMETERS}
     executables = {kw.value.value for c in calls if c.func.id == "Node" for kw in c.keywords if kw.arg == "executable"}
     assert executables == {"reconstruct", "rviz2"}
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}

@@ -227,7 +227,7 @@ def test_odometry_from_tf_when_tf2_is_importable_and_a_clear_error_without(graph
     fake.Buffer, fake.TransformListener = Buffer, lambda buffer, node: None
     monkeypatch.setitem(sys.modules, "tf2_ros", fake)
     node = start_node(graph, _double(truth), **FAST, image_topics=["/cam/image"], window_size=4, window_stride=2,
-                      scale_source="odometry", odometry_frame="odom", publish_tf=False)
+                      scale_source="odometry", odometry_frame="odom", tf_mode="none")
     out = Scaled(graph)
     feed = Feeder(graph, node, ["/cam/image"])
     for step in range(10):

@@ -4,8 +4,8 @@ Layout of a written bag (ROS 2 conventions, REP 103/105 optical frames):
 
 * ``/<cam>/image_raw``: ``sensor_msgs/msg/Image``, ``rgb8``, header ``frame_id`` ``<cam>_optical_frame``;
 * ``/<cam>/camera_info`` (optional): ``sensor_msgs/msg/CameraInfo`` with the same header, ``plumb_bob``
-  with zero distortion, ``K`` the intrinsics and ``P = [K | -fx * baseline, 0, 0]`` (ROS' stereo
-  convention: the right camera's Tx carries the baseline);
+  with zero distortion (or the lens ``write_bag`` is given), ``K`` the intrinsics and
+  ``P = [K | -fx * baseline, 0, 0]`` (ROS' stereo convention: the right camera's Tx carries the baseline);
 * ``/odom`` (optional): ``nav_msgs/msg/Odometry`` in frame ``odom`` (the scene's world: z up, metres) with
   child frame ``cam0_optical_frame``, the true pose of ``cam0`` at each frame stamp (zero twist);
 * ``/cam0/depth/image_raw`` (optional): ``sensor_msgs/msg/Image`` ``16UC1``, the true depth of ``cam0`` in
@@ -67,13 +67,15 @@ def _typestore():
 
 
 def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap", camera_info: bool = True,
-              compression: Optional[str] = None, odometry: bool = False, depth: bool = False) -> Path:
+              compression: Optional[str] = None, odometry: bool = False, depth: bool = False,
+              lens: Tuple[str, Sequence[float]] = ("plumb_bob", (0.0,) * 5)) -> Path:
     """Write every camera of ``sequence`` to the rosbag2 directory ``path`` (replaced atomically if it
     exists: the new bag is complete before the old one goes). Returns ``path``.
 
     ``compression`` (``jpeg`` or ``png``) writes ``sensor_msgs/msg/CompressedImage`` on
     ``/<cam>/image_raw/compressed`` (image_transport's naming) instead of raw images. ``odometry`` adds
-    ``/odom``, ``depth`` adds ``/cam0/depth/image_raw`` (the module docstring says what they hold).
+    ``/odom``, ``depth`` adds ``/cam0/depth/image_raw`` (the module docstring says what they hold). ``lens``:
+    the CameraInfo's distortion model and D, for images that were taken through that lens.
     """
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {sorted(STORAGES)}, got {storage!r}")
@@ -120,7 +122,7 @@ def write_bag(path: os.PathLike, sequence: SceneSequence, storage: str = "mcap",
                     writer.write(image_connection, stamp, store.serialize_cdr(image, image_type))
                     if info_connection is not None:
                         info = _camera_info(types, header, camera.intrinsics[frame].astype(np.float64),
-                                            width, height, sequence.baseline * index)
+                                            width, height, sequence.baseline * index, lens)
                         writer.write(info_connection, stamp, store.serialize_cdr(info, CAMERA_INFO_TYPE))
     return path
 
@@ -131,12 +133,13 @@ def _encode(rgb: np.ndarray, compression: str) -> np.ndarray:
     return np.frombuffer(buffer.getvalue(), dtype=np.uint8)
 
 
-def _camera_info(types, header, intrinsic: np.ndarray, width: int, height: int, baseline: float):
+def _camera_info(types, header, intrinsic: np.ndarray, width: int, height: int, baseline: float,
+                 lens: Tuple[str, Sequence[float]]):
     projection = np.zeros((3, 4))
     projection[:, :3] = intrinsic
     projection[0, 3] = -intrinsic[0, 0] * baseline
     return types[CAMERA_INFO_TYPE](
-        header=header, height=height, width=width, distortion_model="plumb_bob", d=np.zeros(5),
+        header=header, height=height, width=width, distortion_model=lens[0], d=np.asarray(lens[1], np.float64),
         k=intrinsic.reshape(-1), r=np.eye(3).reshape(-1), p=projection.reshape(-1), binning_x=0, binning_y=0,
         roi=types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
 
@@ -246,7 +249,8 @@ class BagMessage:
     stamp_ns: int        # header stamp
     frame_id: str
     data: Any            # image [H, W, 3] uint8 RGB; depth [H, W] float32 metres (NaN: none); odometry position [3];
-    #                      camera_info {"k": [3, 3], "size": (width, height), "baseline": metres from P's Tx}
+    #                      camera_info {"k": [3, 3], "size": (width, height), "baseline": metres from P's Tx,
+    #                      "distortion_model": str, "d": tuple of D}
 
 
 def bag_topics(path: os.PathLike) -> Dict[str, str]:
@@ -287,7 +291,8 @@ def _bag_message(topic: str, msgtype: str, msg) -> BagMessage:
     head = (topic, _stamp(msg), msg.header.frame_id)
     if msgtype == CAMERA_INFO_TYPE:
         k = np.array(msg.k, dtype=np.float64).reshape(3, 3)
-        info = {"k": k, "size": (int(msg.width), int(msg.height)), "baseline": baseline_from_projection(msg.p)}
+        info = {"k": k, "size": (int(msg.width), int(msg.height)), "baseline": baseline_from_projection(msg.p),
+                "distortion_model": msg.distortion_model, "d": tuple(float(v) for v in msg.d)}
         return BagMessage(head[0], "camera_info", *head[1:], info)
     if msgtype == ODOMETRY_TYPE:
         p = msg.pose.pose.position

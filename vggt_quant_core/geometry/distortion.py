@@ -41,8 +41,10 @@ def _coefficients(model: str, distortion: Sequence[float]) -> np.ndarray:
 
 
 def is_distorted(model: str, distortion: Sequence[float]) -> bool:
-    """Whether D moves any pixel (an empty or all-zero D is a pinhole, whatever the model's name)."""
-    return bool(np.any(np.asarray(distortion, dtype=np.float64) != 0))
+    """Whether the lens is not a pinhole: an equidistant (fisheye) lens always (theta, not tan theta, is
+    proportional to the radius, whatever D), any other model when D moves a pixel (an empty or all-zero D is a
+    pinhole, whatever the model's name)."""
+    return model == "equidistant" or bool(np.any(np.asarray(distortion, dtype=np.float64) != 0))
 
 
 def distort_normalised(x: np.ndarray, y: np.ndarray, model: str, distortion: Sequence[float]

@@ -11,6 +11,15 @@ two stages that touch separate state, so that a caller may run them in two threa
 * windows (``process``): VGGT on the window, chaining into the map by Sim(3), metric scale, depth
   (``WindowProcessor``).
 
+Frames of a camera whose lens is distorted (``Frame.distortion_model``, ``distortion``: a CameraInfo's) are
+undistorted to a pinhole of the same K before they reach the model (``rectify: auto``, ``lenses``), so that the
+depth, cameras and cloud are those of the pinhole camera VGGT assumes.
+
+``reset()`` starts a new map while the stream goes on (the model stays). It, ``snapshot()`` (a copy of the map
+and the trajectory) and ``save()`` may be called while ``process`` runs in another thread: the map changes only
+inside a short lock, after the model's part of a window, and a window whose inference began before a reset is
+dropped (``StaleWindow``) instead of reaching the new map.
+
 What it keeps is bounded: one window of frames (and their reused per-frame model work), the voxel map
 (``max_map_points``), recent odometry, and camera 0's path (``path_max_size`` poses, 64 bytes each; 0 keeps
 every pose). ``save(folder)`` writes the map, the trajectory, the cameras and the last window's depth.
@@ -19,7 +28,9 @@ every pose). ``save(folder)`` writes the map, the trajectory, the cameras and th
 import dataclasses
 import json
 import logging
+import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, TypeVar
 
@@ -30,6 +41,7 @@ from ..export import write_depth, write_ply
 from ..fileio import PathLike, atomic_directory, write_text_atomic
 from ..geometry import quat_to_mat
 from .estimator import Estimator
+from .lenses import Lenses
 from .mapping import AlignmentError, VoxelMap
 from .metric_scale import NoScale, OdometryTrack
 from .settings import StreamSettings
@@ -43,6 +55,10 @@ MIN_WIDTH, MIN_HEIGHT = 32, 24      # the motion gate's thumbnail
 CAMERA_CONVENTION = ("extrinsic: camera-from-map [R|t] (OpenCV: x right, y down, z forward) of camera 0 at each "
                      "keyframe; map = axes of world_frame_convention at the first camera, units of the first window "
                      "or metres with a scale source")
+
+
+class StaleWindow(Exception):
+    """The stream was reset while this window was being reconstructed: its result belongs to the old map."""
 
 
 class FrameRejected(ValueError):
@@ -87,7 +103,18 @@ class StreamReconstructor:
         self.stereo_baseline_m = settings.stereo_baseline_m
         self.sensors = sensors or MetricSensors(baseline_m=lambda: self.stereo_baseline_m,
                                                 positions_at=self._positions_at)
-        # input stage
+        self.lenses = Lenses(self._warn)   # kept across resets, like the model
+        self._start_input_stage()
+        # window stage; the lock guards what it shares with reset() and snapshot() (map, path, scale, last)
+        self._lock = threading.Lock()
+        self.generation = 0                  # resets so far
+        self._processor: Optional[WindowProcessor] = None
+        self.last: Optional[WindowResult] = None
+        if estimator is not None:
+            self.use(estimator)
+
+    def _start_input_stage(self) -> None:
+        settings = self.settings
         self._stamp_order = StampOrder(settings.cameras)
         self._sync: ApproximateSync = ApproximateSync(settings.cameras, int(settings.sync_slop_s * 1e9))
         self._gate = KeyframeGate(settings.frame_stride, int(settings.min_interval_s * 1e9), settings.min_motion)
@@ -95,17 +122,29 @@ class StreamReconstructor:
         self._depth: Optional[StampPairing[np.ndarray]] = (
             StampPairing(int(settings.sync_slop_s * 1e9), self._attach_depth) if settings.scale_source == "depth"
             else None)
-        # window stage
-        self._processor: Optional[WindowProcessor] = None
-        self.last: Optional[WindowResult] = None
-        if estimator is not None:
-            self.use(estimator)
 
     def use(self, estimator: Estimator) -> None:
         """The model the windows run (once; the ROS node loads it while the input stage already runs)."""
         if self._processor is not None:
             raise ValueError("the stream has a model already")
-        self._processor = WindowProcessor(estimator, self.settings, self._warn, self.sensors)
+        self._processor = WindowProcessor(estimator, self.settings, self._warn, self.sensors, self.generation,
+                                          self.lenses)
+
+    def reset(self) -> Tuple[int, int]:
+        """Start a new map: forget the map, the trajectory, the metric scale and the keyframes waiting for a
+        window; the next keyframe starts the new map (at its own origin and scale). The model, the lenses and the
+        sensors' data stay. Call it from the thread that feeds the input stage; a window being reconstructed
+        meanwhile ends in ``StaleWindow``. Returns the map points and trajectory poses it dropped."""
+        with self._lock:
+            processor = self._processor
+            dropped = (0, 0) if processor is None else (len(processor.mapper.map), len(processor.path))
+            self.generation += 1
+            self._start_input_stage()
+            if self._processor is not None:
+                self._processor = WindowProcessor(self._processor.estimator, self.settings, self._warn, self.sensors,
+                                                  self.generation, self.lenses)
+            self.last = None
+        return dropped
 
     @property
     def processor(self) -> WindowProcessor:
@@ -144,7 +183,9 @@ class StreamReconstructor:
             return self.process(window)
         except (WindowError, AlignmentError) as exc:
             self._warn(None, "window", f"window skipped: {exc}")
-            return None
+        except StaleWindow:   # another thread reset the stream meanwhile
+            pass
+        return None
 
     # ------------------------------------------------------------------------------------ input stage
     def synchronise(self, camera: int, stamp_ns: int, item: T) -> Optional[List[T]]:
@@ -215,14 +256,24 @@ class StreamReconstructor:
     # ----------------------------------------------------------------------------------- window stage
     def process(self, window: List[FrameSet]) -> WindowResult:
         """Reconstruct one window (from ``add_keyframe``) with the settings of this moment and place it in the
-        map; raises ``WindowError`` or ``AlignmentError`` for a window that cannot be used."""
+        map; raises ``WindowError`` or ``AlignmentError`` for a window that cannot be used, ``StaleWindow`` when
+        the stream was reset meanwhile."""
+        with self._lock:   # a reset replaces both
+            processor, generation = self.processor, self.generation
+        settings = self.settings
         try:
-            result = self.processor.process(window, self.settings)
+            inferred = processor.infer(window, settings)   # the long part, outside the lock
+            with self._lock:
+                if generation != self.generation:
+                    raise StaleWindow(f"the stream was reset while a window of {len(window)} keyframes was being "
+                                      "reconstructed; it was dropped")
+                result = processor.integrate(inferred, settings)
+                result.generation = generation
+                self.last = result
         except (WindowError, AlignmentError):
             self.counts.failed += 1
             raise
         self.counts.processed += 1
-        self.last = result
         return result
 
     @property
@@ -232,6 +283,10 @@ class StreamReconstructor:
     def cloud(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The map's points [N, 3] float32, colours [N, 3] uint8, confidences [N] (``cloud_mode`` window: the
         last window's)."""
+        with self._lock:
+            return self._cloud()
+
+    def _cloud(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         if self.settings.cloud_mode == "map" or self.last is None:
             return self.map.arrays()
         update = self.last.update
@@ -240,29 +295,71 @@ class StreamReconstructor:
     @property
     def trajectory(self) -> List[PathPose]:
         """Camera 0 at every keyframe so far (the newest ``path_max_size``; 0: all), oldest first."""
-        return self.processor.path
+        with self._lock:
+            return self.processor.path
+
+    def snapshot(self, summary: Optional[Dict[str, Any]] = None) -> "MapSnapshot":
+        """Copies of the map, the trajectory, the last window's depth and the summary (``summary`` added to it),
+        taken at one moment under the lock (never half a window); empty before the first window."""
+        with self._lock:
+            if self._processor is None:
+                xyz, rgb, path, views = np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), [], []
+                state = {"scale_mode": "up-to-scale (no window yet)"}
+            else:
+                xyz, rgb, _ = self._cloud()
+                path, views = self._processor.path, [] if self.last is None else self.last.depth
+                state = self._processor.scale.status(self.settings.scale_source)
+            counts, settings, generation = dataclasses.asdict(self.counts), dataclasses.asdict(self.settings), \
+                self.generation
+        return MapSnapshot(xyz, rgb, path, [(v.frame.camera, v.frame.index, v.depth) for v in views], {
+            **(summary or {}), **counts, "resets": generation, "map_points": len(xyz),
+            "keyframes_in_trajectory": len(path), "map_units": state["scale_mode"], "scale": state,
+            "rectified": {f"camera {camera}": model for camera, model in self.lenses.rectified.items()},
+            "settings": settings,
+            "files": {"map": "points.ply", "trajectory": "trajectory.txt (TUM: stamp_s tx ty tz qx qy qz qw)",
+                      "cameras": "cameras.json", "depth": "depth/frame_<index>.npy|.png (camera k > 0: camk/depth/)"}})
 
     def save(self, folder: PathLike, summary: Optional[Dict[str, Any]] = None) -> None:
         """Write ``points.ply``, ``trajectory.txt`` (TUM), ``cameras.json``, the last window's depth and
         ``summary.json`` (``summary`` added to it) as one directory, atomically: ``folder`` is replaced whole."""
-        with atomic_directory(folder) as staged:
-            staged.mkdir()
-            self.write(staged, summary)
+        self.snapshot(summary).save(folder)
 
     def write(self, folder: Path, summary: Optional[Dict[str, Any]] = None) -> None:
         """What ``save`` writes, into an existing ``folder`` (each file atomically, the folder not)."""
-        xyz, rgb, _ = self.cloud()
-        path = self.trajectory
-        views = [] if self.last is None else self.last.depth
-        write_map_outputs(folder, xyz, rgb, path, [(v.frame.camera, v.frame.index, v.depth) for v in views])
-        state = self.processor.scale.status(self.settings.scale_source)
-        write_text_atomic(folder / "summary.json", json.dumps({
-            **(summary or {}), **dataclasses.asdict(self.counts), "map_points": len(xyz), "keyframes_in_trajectory":
-            len(path), "map_units": state["scale_mode"], "scale": state,
-            "settings": dataclasses.asdict(self.settings),
-            "files": {"map": "points.ply", "trajectory": "trajectory.txt (TUM: stamp_s tx ty tz qx qy qz qw)",
-                      "cameras": "cameras.json", "depth": "depth/frame_<index>.npy|.png (camera k > 0: camk/depth/)"}},
-            indent=1))
+        self.snapshot(summary).write(folder)
+
+
+@dataclass
+class MapSnapshot:
+    """What ``StreamReconstructor.snapshot`` copied: writing it needs no lock, whatever the stream does since."""
+
+    xyz: np.ndarray                             # [N, 3] float32 map points
+    rgb: np.ndarray                             # [N, 3] uint8
+    path: List[PathPose]                        # camera 0 at each keyframe, oldest first
+    depth: List[Tuple[int, int, np.ndarray]]    # (camera, frame index, depth [H, W]) of the last window
+    summary: Dict[str, Any]
+
+    def write(self, folder: Path) -> None:
+        """Into an existing ``folder`` (each file atomically, the folder not)."""
+        write_map_outputs(folder, self.xyz, self.rgb, self.path, self.depth)
+        write_text_atomic(folder / "summary.json", json.dumps(self.summary, indent=1))
+
+    def save(self, folder: PathLike) -> None:
+        """As one directory, atomically: ``folder`` is replaced whole or not at all."""
+        with atomic_directory(folder) as staged:
+            staged.mkdir()
+            self.write(staged)
+
+
+def dated_folder(parent: PathLike, prefix: str, when: datetime) -> Path:
+    """``parent/<prefix>_YYYY-MM-DD_HH-MM-SS`` (local time), with ``_2``, ``_3``, ... when that name is taken:
+    a new folder's name, never an existing one's."""
+    stem = Path(parent).expanduser() / f"{prefix}_{when:%Y-%m-%d_%H-%M-%S}"
+    folder, number = stem, 1
+    while folder.exists():
+        number += 1
+        folder = stem.with_name(f"{stem.name}_{number}")
+    return folder
 
 
 def write_map_outputs(folder: Path, xyz: np.ndarray, rgb: np.ndarray, path: Sequence[PathPose],

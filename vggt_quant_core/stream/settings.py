@@ -17,6 +17,7 @@ import yaml
 
 from ..inference import POINT_SOURCES, PRECISIONS
 from ..presets import DEFAULT_PRESET, PRESETS
+from .lenses import RECTIFY_MODES
 from .mapping import WORLD_ROTATIONS
 from .metric_scale import SCALE_SOURCES
 
@@ -32,11 +33,12 @@ class Param:
     """A parameter: read-only unless ``runtime``; ``choices`` and ``range`` are checked when settings are made."""
 
     name: str
-    default: Any                 # an empty list is declared as a string array without a value
+    default: Any                 # an empty list is declared as an array of ``items`` without a value
     description: str
     range: Optional[Tuple[float, float]] = None
     choices: Tuple[str, ...] = ()
     runtime: bool = False
+    items: type = str            # element type of a list parameter (str or float)
 
 
 STREAM_PARAMETERS: Tuple[Param, ...] = (
@@ -44,6 +46,9 @@ STREAM_PARAMETERS: Tuple[Param, ...] = (
           "'predicted' by VGGT or 'camera_info' (needs camera_info_topics)", choices=("predicted", "camera_info")),
     Param("sync_slop_s", 0.02, "max stamp difference of images taken as one time step (several cameras)",
           range=(0.0, 1.0), runtime=True),
+    Param("rectify", "auto", "'auto': undistort the images of a camera whose CameraInfo has distortion "
+          "(plumb_bob, rational_polynomial, equidistant) to a pinhole of the same K before inference; 'off': use "
+          "them as they are", choices=RECTIFY_MODES),
     # model
     Param("checkpoint", "", "weights file or directory (full precision or quantized); empty: use 'preset'"),
     Param("preset", DEFAULT_PRESET, "named model when no checkpoint is given", choices=tuple(sorted(PRESETS))),
@@ -108,6 +113,7 @@ class StreamSettings:
 
     intrinsics_source: str
     sync_slop_s: float
+    rectify: str
     checkpoint: str
     preset: str
     device: str

@@ -109,8 +109,9 @@ def video_file(path: Path) -> FrameSource:
 def bag_recording(path: Path, topics: Sequence[str] = (), settings_topics: Sequence[str] = (),
                   odometry_topic: str = "", depth_topic: str = "") -> FrameSource:
     """Image topics of a rosbag2 (``topics``; default: the parameter file's ``settings_topics`` when the bag has
-    them all, else its only image topic), one camera per topic, with CameraInfo intrinsics (sibling
-    ``camera_info`` topic), the stereo baseline of camera 1, and odometry and depth when their topics are given."""
+    them all, else its only image topic), one camera per topic, with CameraInfo intrinsics and distortion
+    (sibling ``camera_info`` topic), the stereo baseline of camera 1, and odometry and depth when their topics are
+    given."""
     streams = image_streams(path)
     if not streams:
         raise ValueError(f"{path}: no sensor_msgs/Image or CompressedImage topics")
@@ -149,9 +150,12 @@ def bag_recording(path: Path, topics: Sequence[str] = (), settings_topics: Seque
             else:
                 camera = chosen.index(message.topic)
                 rgb, info = message.data, intrinsics[camera]
-                usable = info is not None and info["size"] == (rgb.shape[1], rgb.shape[0])
+                lens = {}
+                if info is not None and info["size"] == (rgb.shape[1], rgb.shape[0]):
+                    lens = dict(intrinsics=info["k"], distortion_model=info["distortion_model"],
+                                distortion=info["d"])
                 yield Frame(camera=camera, stamp_ns=message.stamp_ns, rgb=rgb, frame_id=message.frame_id,
-                            index=counters[camera], intrinsics=info["k"] if usable else None)
+                            index=counters[camera], **lens)
                 counters[camera] += 1
 
     return FrameSource(f"{', '.join(chosen)} of {path}", len(streams[chosen[0]].times_ns) * len(chosen),

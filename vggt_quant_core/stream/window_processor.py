@@ -17,9 +17,10 @@ import torch
 from vggt_quant_core.data import preprocess_image, preprocessed_intrinsics, stack_padded
 from vggt_quant_core.data.trajectories import camera_centres
 from vggt_quant_core.geometry import pose_encoding_to_extri_intri
-from vggt_quant_core.inference import predictions_to_reconstruction
+from vggt_quant_core.inference import Reconstruction, predictions_to_reconstruction
 
 from .estimator import Estimator
+from .lenses import Lenses
 from .mapping import WORLD_ROTATIONS, Alignment, WindowMapper, WindowUpdate
 from .metric_scale import NoScale, ScaleFilter, ScaleSample, depth_pairs, depth_scale, stereo_scale, travel_scale
 from .settings import StreamSettings
@@ -92,9 +93,11 @@ class WindowResult:
     cloud: Tuple[np.ndarray, np.ndarray, np.ndarray]   # xyz, rgb, conf of ~/points (map or window)
     depth: List[DepthView]               # the newest time step, one per camera
     map_points: int
+    path: List[PathPose]                 # camera 0 at every keyframe so far, this window's included
     scale_status: Dict[str, str]         # the metric scale's state (``ScaleFilter.status``)
     rescaled_map: float = 1.0            # factor the existing map was multiplied by (the switch to metres)
     clock: StageClock = field(default_factory=StageClock)
+    generation: int = 0                  # the stream's reset count when the window was placed
 
     @property
     def poses(self) -> List[Pose]:
@@ -106,13 +109,29 @@ class WindowResult:
         return len(self.frames) - len(self.window[0].frames)
 
 
+@dataclass
+class Inference:
+    """A window after the model, before the map (``WindowProcessor.infer``)."""
+
+    window: List[FrameSet]
+    frames: List[Frame]
+    keys: List[Tuple[int, int]]          # (stamp, camera) per image
+    predictions: Dict[str, torch.Tensor]
+    recon: Reconstruction
+    intrinsics: torch.Tensor             # [S, 3, 3] model-input pixels
+    clock: StageClock
+
+
 class WindowProcessor:
     """The per-window work. ``settings`` fixes the map (voxels, axes), the window overlap and the path length;
-    each ``process`` call takes the settings snapshot its window runs with."""
+    each ``process`` call takes the settings snapshot its window runs with. ``epoch`` tells the estimator's frame
+    keys of this processor from those of an earlier one (a stream that was reset)."""
 
     def __init__(self, estimator: Estimator, settings: StreamSettings, warn: Warn,
-                 sensors: Optional[MetricSensors] = None):
+                 sensors: Optional[MetricSensors] = None, epoch: int = 0, lenses: Optional[Lenses] = None):
         self.estimator = estimator
+        self.epoch = epoch
+        self.lenses = lenses or Lenses(warn)
         self.scale = ScaleFilter(settings.scale_drift)
         self._sensors = sensors or MetricSensors()
         self.input_size = settings.image_size or estimator.image_size
@@ -131,6 +150,11 @@ class WindowProcessor:
     def process(self, latest: List[FrameSet], settings: StreamSettings) -> WindowResult:
         """Keyframes of the newest window (plus the shared ones of the last processed window when windows were
         dropped) -> result; raises ``WindowError`` or ``mapping.AlignmentError`` for an unusable window."""
+        return self.integrate(self.infer(latest, settings), settings)
+
+    def infer(self, latest: List[FrameSet], settings: StreamSettings) -> Inference:
+        """The model's part of ``process`` (the long one): it changes nothing that ``integrate`` or the map's
+        readers share, so it may run without the lock that guards them. Raises ``WindowError``."""
         clock = StageClock()
         window = compose_window(latest, self._anchors, self._size)
         frames = [frame for frameset in window for frame in frameset.frames]   # time-major, then camera
@@ -140,7 +164,9 @@ class WindowProcessor:
         images = self._model_inputs(frames, settings)
         clock.lap("preprocess")
         keys = [(f.stamp_ns, f.camera) for f in frames]
-        predictions = self.estimator.predict(images, keys if settings.reuse_frame_tokens else None)
+        # the epoch keeps a reset stream from reusing the model work of an earlier frame with the same stamp
+        predictions = self.estimator.predict(images, [(self.epoch, *key) for key in keys]
+                                             if settings.reuse_frame_tokens else None)
         clock.lap("inference")
         pose_enc = predictions["pose_enc"][0].float()
         bad = int((~torch.isfinite(pose_enc).all(dim=-1)).sum())
@@ -155,6 +181,14 @@ class WindowProcessor:
         recon = predictions_to_reconstruction(predictions, point_source=settings.point_source,
                                               pixel_stride=settings.pixel_stride, intrinsics=intrinsics)
         clock.lap("reconstruct")
+        return Inference(window, frames, keys, predictions, recon, intrinsics, clock)
+
+    def integrate(self, inferred: Inference, settings: StreamSettings) -> WindowResult:
+        """``process`` after the model: place the window in the map, extend the path (short; callers that read
+        the map from other threads hold a lock around it). Raises ``mapping.AlignmentError``."""
+        window, frames, keys, predictions, recon = (inferred.window, inferred.frames, inferred.keys,
+                                                    inferred.predictions, inferred.recon)
+        clock = inferred.clock
         accumulate = settings.cloud_mode == "map"
         alignment = self.mapper.align(keys, recon, settings.conf_percentile, settings.conf_min)
         alignment, rescaled = self._metric(alignment, window, frames, predictions, recon, settings)
@@ -168,11 +202,11 @@ class WindowProcessor:
                 self._path.append(PathPose(frameset.stamp_ns, frameset.frames[0].index,
                                            update.positions[step * cameras], update.quaternions[step * cameras]))
         newest = len(frames) - cameras
-        depth = [self._depth_view(predictions, frames[i], i, intrinsics[i].numpy(), update.scale, settings.conf_min)
-                 for i in range(newest, len(frames))]
+        depth = [self._depth_view(predictions, frames[i], i, inferred.intrinsics[i].numpy(), update.scale,
+                                  settings.conf_min) for i in range(newest, len(frames))]
         cloud = self.mapper.map.arrays() if accumulate else (update.xyz, update.rgb, update.conf)
         return WindowResult(window=window, frames=frames, update=update, cloud=cloud, depth=depth,
-                            map_points=len(self.mapper.map),
+                            map_points=len(self.mapper.map), path=self.path,
                             scale_status=self.scale.status(settings.scale_source), rescaled_map=rescaled, clock=clock)
 
     def _metric(self, alignment: Alignment, window: List[FrameSet], frames: List[Frame],
@@ -202,8 +236,9 @@ class WindowProcessor:
                       recon, settings: StreamSettings) -> ScaleSample:
         """The window's metres per model unit from ``settings.scale_source``; raises ``NoScale``."""
         if settings.scale_source == "depth":
-            return depth_scale([depth_pairs(frame.metric_depth, _depth_of(predictions, index), settings.preprocess_mode,
-                                            self.input_size, _pad_offset(frame, predictions["depth"].shape[2:4]))
+            return depth_scale([depth_pairs(_measured_depth(frame), _depth_of(predictions, index),
+                                            settings.preprocess_mode, self.input_size,
+                                            _pad_offset(frame, predictions["depth"].shape[2:4]))
                                 for index, frame in enumerate(frames)
                                 if frame.camera == settings.depth_camera and frame.metric_depth is not None])
         centres = camera_centres(recon.extrinsics.astype(np.float64)).reshape(len(window), len(window[0].frames), 3)
@@ -225,6 +260,7 @@ class WindowProcessor:
         """[S, 3, H, W] in [0, 1]; each frame is preprocessed once and reused by overlapping windows."""
         for frame in frames:
             if frame.model_input is None:
+                self.lenses.rectify(frame, settings.rectify)
                 frame.model_input = preprocess_image(frame.rgb, mode=settings.preprocess_mode,
                                                      target_size=self.input_size)
         sizes = sorted({(f.model_input.shape[-1], f.model_input.shape[-2]) for f in frames})
@@ -251,6 +287,11 @@ class WindowProcessor:
             k[1, 2] += top
             out.append(k)
         return torch.tensor(np.stack(out), dtype=torch.float32)
+
+
+def _measured_depth(frame: Frame) -> np.ndarray:
+    """The depth image registered to the frame, undistorted with it (NaN spreads to a pixel's neighbours)."""
+    return frame.metric_depth if frame.lens is None else frame.lens(frame.metric_depth)
 
 
 def _depth_of(predictions: Dict[str, torch.Tensor], index: int) -> np.ndarray:

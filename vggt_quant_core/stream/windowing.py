@@ -24,6 +24,9 @@ class Frame:
     frame_id: str = ""                        # optical frame of the camera
     index: int = 0                            # the source's own number for the image (file, video frame, ...)
     intrinsics: Optional[np.ndarray] = None   # [3, 3] from CameraInfo, pixels of ``rgb``
+    distortion_model: str = ""                # CameraInfo's, with ``distortion`` (D); "" and (): a pinhole
+    distortion: Tuple[float, ...] = ()
+    lens: Any = None                          # the Undistorter applied to ``rgb`` (``lenses``), if any
     metric_depth: Optional[np.ndarray] = None  # [H, W] float32 metres from a registered depth camera (NaN: none)
     odometry: Optional[np.ndarray] = None     # [3] metres: the camera's position in a fixed frame (odometry)
     received: float = 0.0                     # time.monotonic() when the message arrived

@@ -162,3 +162,17 @@ def test_bad_input_gives_one_line_exit_2_and_no_output(case, message, images, pa
     assert "Traceback" not in err
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".run") or p.name == "run")
     assert left == (["run"] if case == "not an output folder" else []), left   # nothing presented as complete
+
+
+def test_a_bag_of_a_fisheye_camera_is_rectified_from_its_camera_info(sequence, params, tmp_path, capsys,
+                                                                     monkeypatch):
+    _truth_double(monkeypatch, sequence)
+    bag = write_bag(tmp_path / "bag", sequence, lens=("equidistant", (-0.02, 0.01, -0.003, 0.0005)))
+    out = tmp_path / "run"
+    assert main(["reconstruct", "--bag", str(bag), "--out", str(out), "--params-file", str(params)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rectified"] == {"camera 0": "equidistant"} and summary["settings"]["rectify"] == "auto"
+    plain = tmp_path / "plain"
+    assert main(["reconstruct", "--bag", str(write_bag(tmp_path / "pinhole", sequence)), "--out", str(plain),
+                 "--params-file", str(params)]) == 0
+    assert json.loads((plain / "summary.json").read_text())["rectified"] == {}

@@ -80,6 +80,9 @@ def test_undistorting_a_distorted_rendering_gives_the_pinhole_rendering_back(mod
 def test_pinholes_and_unknown_models_are_named():
     assert not is_distorted("plumb_bob", [0.0] * 5) and not is_distorted("", [])
     assert is_distorted("equidistant", CAMERAS["equidistant"])
+    # f-theta with D = 0 is still a fisheye: the map moves pixels
+    assert is_distorted("equidistant", [0.0] * 4)
+    assert undistortion_map(K, "equidistant", [0.0] * 4, WIDTH, HEIGHT)[0][0, 0] > 1.0   # pixel (0, 0) samples x > 1
     with pytest.raises(UnsupportedDistortion, match="'fov' is not supported"):
         undistortion_map(K, "fov", [0.9], WIDTH, HEIGHT)
     with pytest.raises(UnsupportedDistortion, match="plumb_bob takes 5 coefficients"):

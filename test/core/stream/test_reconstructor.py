@@ -5,7 +5,10 @@ stays flat over a long stream."""
 import collections
 import dataclasses
 import json
+import threading
+import time
 import tracemalloc
+from datetime import datetime
 
 import numpy as np
 import pytest
@@ -14,8 +17,9 @@ from helpers_truth import GroundTruthModel, rig
 from vggt_quant_core.data.scenes import surface_distance
 from vggt_quant_core.export import read_ply
 from vggt_quant_core.stream import (ConfigurationError, Estimator, Frame, FrameRejected, StreamReconstructor,
-                                    StreamSettings)
-from vggt_quant_core.stream.mapping import FLU_FROM_OPTICAL
+                                    StreamSettings, estimator_from_model)
+from vggt_quant_core.stream.mapping import FLU_FROM_OPTICAL, VoxelMap
+from vggt_quant_core.stream.reconstructor import StaleWindow, dated_folder
 
 WIDTH, HEIGHT = 112, 84
 T0, DT = 1_000_000_000, 100_000_000
@@ -174,3 +178,154 @@ def test_memory_stays_flat_over_a_long_stream():
     assert recon.counts.processed == 99 and recon.counts.failed == 0
     assert len(recon.map) <= 3000 and len(recon.trajectory) == 50
     assert traced[1] - traced[0] < 100_000, traced   # bytes over 75 windows
+
+
+def _in_thread(call):
+    """Run ``call`` in a thread; the thread and a list that receives its result or exception."""
+    out = []
+
+    def run():
+        try:
+            out.append(call())
+        except Exception as exc:  # handed to the test
+            out.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def test_a_reset_starts_a_new_map_and_drops_the_window_being_inferred():
+    truth = rig(11, WIDTH, HEIGHT)
+    gate = threading.Event()
+    gate.set()
+    model, estimator = _double(truth, scales=(0.7, 1.3, 0.9), gate=gate)
+    recon = StreamReconstructor(SETTINGS, estimator)
+    for step in range(4):
+        recon.push(_frame(truth, step))
+    assert len(recon.trajectory) == 4 and len(recon.map) > 1000
+    window = None
+    for step in (4, 5):
+        window = recon.add_keyframe([_frame(truth, step)])
+    gate.clear()
+    model.entered.clear()
+    worker, outcome = _in_thread(lambda: recon.process(window))   # the second window, held in the model
+    assert model.entered.wait(10)
+    started, points = time.monotonic(), len(recon.map)
+    assert recon.reset() == (points, 4)   # what it dropped
+    snapshot = recon.snapshot()
+    assert time.monotonic() - started < 1.0 and worker.is_alive()   # neither waited for the model
+    assert snapshot.path == [] and len(snapshot.xyz) == 0 and snapshot.summary["resets"] == 1
+    gate.set()
+    worker.join(10)
+    assert isinstance(outcome[0], StaleWindow) and len(recon.map) == 0 and recon.trajectory == []
+    assert recon.counts.processed == 1 and recon.counts.failed == 0
+    # the stream goes on from scratch: stamps may start over (a replayed recording), the map at the new origin
+    for step in range(3, 7):
+        recon.push(_frame(truth, step))
+    first = truth.extrinsics[0, 3]
+    expected = 0.9 * (np.stack([truth.centre(0, s) for s in range(3, 7)]) @ first[:, :3].T + first[:, 3]) \
+        @ FLU_FROM_OPTICAL.T
+    assert np.allclose([pose.position for pose in recon.trajectory], expected, atol=1e-4)
+
+
+def test_after_a_reset_no_model_work_of_the_old_stream_is_reused():
+    """The estimator keeps the last window's per-frame work keyed by frame; a new stream whose frames have the old
+    stamps (another recording, or the same replayed) must not get the old frames' work."""
+    from vggt_quant_core.presets import load_model
+
+    model, size, _ = load_model(None, "vggt-tiny-random")
+    first, second = rig(11, WIDTH, HEIGHT).images[0, :4], rig(11, WIDTH, HEIGHT).images[0, 6:10]
+    settings = dataclasses.replace(SETTINGS, image_size=112)
+
+    def depth_of(stream, frames):
+        for step, rgb in enumerate(frames):
+            result = stream.push(Frame(camera=0, stamp_ns=T0 + step * DT, rgb=rgb, index=step))
+        return result.depth[0].depth
+
+    recon = StreamReconstructor(settings, estimator_from_model(model, size, "tiny"))
+    depth_of(recon, first)
+    recon.reset()
+    fresh = StreamReconstructor(settings, estimator_from_model(model, size, "tiny"))
+    assert np.array_equal(depth_of(recon, second), depth_of(fresh, second), equal_nan=True)
+
+
+def test_a_snapshot_waits_for_a_window_being_placed_and_never_holds_half_of_it(monkeypatch, tmp_path):
+    truth = rig(11, WIDTH, HEIGHT)
+    recon = StreamReconstructor(SETTINGS, _double(truth)[1])
+    for step in range(4):
+        recon.push(_frame(truth, step))
+    placing, release = threading.Event(), threading.Event()
+    add = VoxelMap.add
+
+    def held_add(self, sums):   # the second window's points are in the map, its poses not yet in the path
+        add(self, sums)
+        placing.set()
+        assert release.wait(10)
+
+    monkeypatch.setattr(VoxelMap, "add", held_add)
+    worker, _ = _in_thread(lambda: [recon.push(_frame(truth, step)) for step in (4, 5)])
+    assert placing.wait(10)
+    reader, snapshot = _in_thread(recon.snapshot)
+    reader.join(0.3)
+    assert reader.is_alive()    # waits for the window to be placed whole
+    release.set()
+    worker.join(10)
+    reader.join(10)
+    assert len(snapshot[0].path) == 6 and len(snapshot[0].xyz) == len(recon.map)
+    folder = dated_folder(tmp_path, "map", datetime(2026, 1, 2, 3, 4, 5))
+    snapshot[0].save(folder)
+    assert folder.name == "map_2026-01-02_03-04-05" and len(np.loadtxt(folder / "trajectory.txt")) == 6
+    assert dated_folder(tmp_path, "map", datetime(2026, 1, 2, 3, 4, 5)).name == "map_2026-01-02_03-04-05_2"
+
+
+FISHEYE_LENS = (-0.02, 0.01, -0.003, 0.0005)
+
+
+def test_distorted_keyframes_reach_the_model_undistorted_like_opencv_does_it(monkeypatch):
+    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless (the [dev] extra) is the reference")
+    from vggt_quant_core.geometry import distortion
+    from vggt_quant_core.stream import window_processor
+
+    truth = rig(11, WIDTH, HEIGHT)
+    model, _ = _double(truth)
+    inputs = []
+    estimator = Estimator(predict=lambda images, keys: inputs.append(images) or model.predict(images, keys),
+                          image_size=WIDTH, description="ground truth", backend="cpu fp32", bits=32)
+    maps, make_map = [], distortion.undistortion_map
+    monkeypatch.setattr(distortion, "undistortion_map", lambda *a: maps.append(a) or make_map(*a))
+    measured, pairs = [], window_processor.depth_pairs
+    monkeypatch.setattr(window_processor, "depth_pairs", lambda depth, *a: measured.append(depth) or pairs(depth, *a))
+    k = truth.intrinsics
+    settings = dataclasses.replace(SETTINGS, scale_source="depth")
+    problems = []
+    recon = StreamReconstructor(settings, estimator, warn=lambda *problem: problems.append(problem))
+    for step in range(4):
+        recon.push_depth(T0 + step * DT, truth.depth[0, step])
+        recon.push(_frame(truth, step, intrinsics=k, distortion_model="equidistant", distortion=FISHEYE_LENS))
+    assert problems == [] and len(maps) == 1 and recon.lenses.rectified == {0: "equidistant"}   # one map, 4 frames
+    map_x, map_y = cv2.fisheye.initUndistortRectifyMap(k, np.array(FISHEYE_LENS), np.eye(3), k, (WIDTH, HEIGHT),
+                                                       cv2.CV_32FC1)
+    inside = (map_x > 1) & (map_y > 1) & (map_x < WIDTH - 2) & (map_y < HEIGHT - 2)
+    for step in range(4):
+        expected = cv2.remap(truth.images[0, step], map_x, map_y, cv2.INTER_LINEAR).astype(float)
+        seen = inputs[0][step].permute(1, 2, 0).numpy() * 255
+        assert np.abs(seen - expected)[inside].max() <= 2.5    # OpenCV's 5-bit interpolation weights
+        # the depth registered to the distorted image follows it to the pinhole
+        depth = cv2.remap(truth.depth[0, step], map_x, map_y, cv2.INTER_LINEAR)
+        both = inside & np.isfinite(measured[step])
+        assert both.mean() > 0.5 and np.allclose(measured[step][both], depth[both], rtol=0.02)
+    # a new CameraInfo (another D): a new map; an unknown model and rectify off: named, images as they are
+    recon.push(_frame(truth, 4, intrinsics=k, distortion_model="equidistant", distortion=(0.0,) * 4))
+    recon.push(_frame(truth, 5, intrinsics=k, distortion_model="fov", distortion=(0.9,)))
+    assert [a[1:3] for a in maps[1:]] == [("equidistant", (0.0,) * 4), ("fov", (0.9,))]
+    assert recon.lenses.rectified == {}
+    assert problems[-1] == (0, "distortion", "distortion model 'fov' is not supported (supported: equidistant, "
+                            "plumb_bob, rational_polynomial): the images are used unrectified")
+    off = StreamReconstructor(dataclasses.replace(SETTINGS, rectify="off"), estimator,
+                              warn=lambda *problem: problems.append(problem))
+    for step in range(4):
+        off.push(_frame(truth, step, intrinsics=k, distortion_model="plumb_bob", distortion=(0.1, 0, 0, 0, 0)))
+    assert problems[-1][1:] == ("distortion", "the CameraInfo has plumb_bob distortion and rectify is off: the "
+                                "images are used as pinhole images (bent geometry)")
+    assert np.allclose(inputs[-1][0].permute(1, 2, 0).numpy() * 255, truth.images[0, 0], atol=1e-3)
