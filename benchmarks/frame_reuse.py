@@ -27,6 +27,7 @@ import torch
 from reporting import emit  # benchmarks/reporting.py (the script's folder is on sys.path)
 from vggt_quant_core.data import generate_sequence
 from vggt_quant_core.inference import run_vggt
+from vggt_quant_core.kernels.cpu_isa import cpu_description
 from vggt_quant_core.model import VGGT
 from vggt_quant_core.presets import get_preset, load_model
 from vggt_quant_core.stream.frame_cache import FrameTokenCache
@@ -70,7 +71,7 @@ def main() -> None:
     report = {"benchmark": "frame_reuse",
               "environment": {"python": platform.python_version(), "torch": torch.__version__,
                               "machine": platform.machine(), "cpus": os.cpu_count(),
-                              "threads": torch.get_num_threads()}}
+                              "threads": torch.get_num_threads(), "cpu": cpu_description()}}
 
     model, size, _ = load_model(None, "vggt-tiny-synth")
     orbit = generate_sequence(1000007, frames, size, 84, trajectory="orbit").cameras[0].images
