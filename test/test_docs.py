@@ -106,13 +106,18 @@ def command_lines(text: str) -> Iterator[Tuple[str, bool]]:
         if info == "python":
             continue
         for line in map(_without_environment, _block_commands(lines)):
-            if line.startswith(COMMANDS):
+            if _is_command(line):
                 yield line, _is_example(line)
     whole_lines = {line.strip()[1:-1] for line in prose.split("\n") if INLINE_CODE.fullmatch(line.strip())}
     for span in INLINE_CODE.findall(prose):
         line = _without_environment(" ".join(span.split()))
-        if line.startswith(COMMANDS):
+        if _is_command(line):
             yield line, span in whole_lines and _is_example(line)
+
+
+def _is_command(line: str) -> bool:
+    """Starts with a command's words, not only its letters (``reconstruct-demo: ...`` is its printed output)."""
+    return any(line == command or line.startswith(command + " ") for command in COMMANDS)
 
 
 def _without_environment(line: str) -> str:
