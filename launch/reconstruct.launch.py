@@ -7,7 +7,7 @@
 
 Arguments left empty keep the values of ``params_file``. Checking and parsing the arguments is
 ``vggt_quant_ros.launch_arguments``; this file only wires it to launch actions. Without the ros2 CLI (pip install),
-the same node and file: ``reconstruct --ros-args --params-file config/reconstruct.yaml`` (README, "ROS 2 node").
+the same node and file: ``reconstruct --ros-args --params-file config/reconstruct.yaml`` (docs/ros.md).
 """
 
 import os
@@ -19,7 +19,8 @@ from launch.event_handlers import OnProcessExit, OnProcessIO
 from launch.logging import get_logger
 from launch_ros.actions import Node
 
-from vggt_quant_ros.launch_arguments import exit_reason, fatal_message, node_parameters, parse_bool
+from vggt_quant_ros.launch_arguments import (LAUNCH_ARGUMENTS, exit_reason, fatal_message, node_parameters,
+                                             parse_bool)
 
 PACKAGE = "vggt_quant_ros"
 
@@ -72,32 +73,7 @@ def _reconstruct(context):
 
 
 def generate_launch_description():
-    share = get_package_share_directory(PACKAGE)
-    arguments = [
-        DeclareLaunchArgument("params_file", default_value=os.path.join(share, "config", "reconstruct.yaml"),
-                              description="parameter file of the reconstruct node"),
-        DeclareLaunchArgument("checkpoint", default_value="",
-                              description="weights file or directory (full precision or quantized); empty: file's"),
-        DeclareLaunchArgument("preset", default_value="", description="named model (e.g. vggt-1b); empty: file's"),
-        DeclareLaunchArgument("image_topics", default_value="",
-                              description="one topic, or a YAML list of topics (one per camera); empty: file's"),
-        DeclareLaunchArgument("transport", default_value="", description="raw or compressed; empty: file's"),
-        DeclareLaunchArgument("device", default_value="", description="auto, cpu, cuda, cuda:1; empty: file's"),
-        DeclareLaunchArgument("rectify", default_value="",
-                              description="auto (undistort cameras whose CameraInfo has distortion) or off; "
-                                          "empty: file's"),
-        DeclareLaunchArgument("tf_mode", default_value="",
-                              description="cameras (map -> optical frames), map_odom (REP 105 map -> odom) or none; "
-                                          "empty: file's"),
-        DeclareLaunchArgument("odom_frame", default_value="", description="map_odom: odometry frame; empty: file's"),
-        DeclareLaunchArgument("base_frame", default_value="", description="map_odom: body frame; empty: file's"),
-        DeclareLaunchArgument("map_save_dir", default_value="",
-                              description="where ~/save_map writes its timestamped folders; empty: file's"),
-        DeclareLaunchArgument("namespace", default_value="",
-                              description="namespace of the node and RViz (topics become /<namespace>/vggt/...)"),
-        DeclareLaunchArgument("use_sim_time", default_value="false",
-                              description="true/false: follow /clock (e.g. `ros2 bag play --clock`)"),
-        DeclareLaunchArgument("rviz", default_value="true",
-                              description="true/false: also start RViz with the shipped view (warns if not installed)"),
-    ]
+    installed_file = os.path.join(get_package_share_directory(PACKAGE), "config", "reconstruct.yaml")
+    arguments = [DeclareLaunchArgument(name, default_value=installed_file if default is None else default,
+                                       description=description) for name, default, description in LAUNCH_ARGUMENTS]
     return LaunchDescription(arguments + [OpaqueFunction(function=_reconstruct)])

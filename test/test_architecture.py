@@ -1,4 +1,4 @@
-"""Dependency rules between the layers (see README: Architecture)."""
+"""Dependency rules between the layers (see docs/architecture.md)."""
 
 import ast
 from pathlib import Path

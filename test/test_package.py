@@ -86,7 +86,7 @@ PYTHON_DEPENDENCIES = {
     "scipy": ("python3-scipy", "scipy"),
     "sklearn": ("python3-sklearn", "scikit-learn"),
     "yaml": ("python3-yaml", "PyYAML"),
-    "torch": (None, "torch"),   # no rosdep key: rosdep has no CUDA-matched build, the README installs it with pip
+    "torch": (None, "torch"),   # no rosdep key: rosdep has no CUDA-matched build, docs/install.md installs it with pip
     "safetensors": (None, "safetensors"),
     "rosbags": (None, "rosbags"),
 }
@@ -113,7 +113,7 @@ def _third_party_imports():
 def test_every_import_of_the_package_is_declared_in_package_xml():
     imports = _third_party_imports()
     assert imports - set(PYTHON_DEPENDENCIES) - OPTIONAL_IMPORTS - {n for n in imports if ROS_PACKAGES.match(n)} \
-        == set(), "a new import: add it to package.xml, setup.py and README, then to PYTHON_DEPENDENCIES here"
+        == set(), "a new import: add it to package.xml, setup.py and docs/install.md, then to PYTHON_DEPENDENCIES here"
     package_xml = (REPO / "package.xml").read_text()
     depends = {e.text for e in ET.parse(REPO / "package.xml").getroot().findall("exec_depend")}
     rosdep_keys = {key for name, (key, _) in PYTHON_DEPENDENCIES.items() if key and name in imports}
@@ -121,16 +121,16 @@ def test_every_import_of_the_package_is_declared_in_package_xml():
     assert [n for n in OPTIONAL_IMPORTS if n not in package_xml and n.replace("_", "-") not in package_xml] == []
 
 
-def test_every_python_dependency_is_in_setup_py_and_the_readme_install_lines():
+def test_every_python_dependency_is_in_setup_py_and_the_install_lines():
     setup_py = (REPO / "setup.py").read_text()
     missing = [dist for _, dist in PYTHON_DEPENDENCIES.values() if f'"{dist}>=' not in setup_py]
     assert missing == [], "pip install . must install them"
-    readme = (REPO / "README.md").read_text()
-    colcon = readme[readme.index("### colcon"):readme.index("## VGGT-1B weights")]
+    install = (REPO / "docs" / "install.md").read_text()
+    colcon = install[install.index("## colcon"):install.index("## VGGT-1B weights")]
     pip_line = next(line for line in colcon.splitlines() if line.startswith("pip install"))
     assert [dist for key, dist in PYTHON_DEPENDENCIES.values() if key is None and dist not in pip_line] == []
     assert [key for key, _ in PYTHON_DEPENDENCIES.values() if key and key not in colcon] == [], \
-        "the README says which packages rosdep installs"
+        "docs/install.md says which packages rosdep installs"
 
 
 def test_setup_py_has_no_option_setuptools_does_not_know():

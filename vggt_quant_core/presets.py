@@ -76,7 +76,7 @@ PRESETS: Dict[str, Preset] = {p.name: p for p in [
            VGGTConfig(), image_size=518, weights=vggt_1b_weights),
     Preset(TRAINED_DEFAULT, "5.1M-parameter VGGT trained from scratch on generated scenes (112x84 input, "
            "weights in the package): reconstructs indoor-like scenes it was trained for; made by "
-           "`vggt-quant train` (README: the trained default model)",
+           "`vggt-quant train` (docs/training.md)",
            _small_config(112, 128, 6, (1, 3, 4, 5), patch_embed_depth=3, head_dim=32,
                          dpt_channels=(32, 64, 128, 128)),
            image_size=112, weights=packaged_weights(f"{TRAINED_DEFAULT}.safetensors")),

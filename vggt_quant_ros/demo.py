@@ -237,15 +237,20 @@ def reconstruct_with_node(run: DemoRun, estimator: Optional[Estimator] = None) -
                          {"node": node_report})
 
 
-def main(argv: Optional[List[str]] = None, estimator: Optional[Estimator] = None) -> int:
-    """Console script ``reconstruct-demo``; ``estimator`` replaces the model (tests)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The arguments of ``reconstruct-demo``: those of ``vggt-quant demo``, plus ``-v`` and ``-q``."""
     parser = argparse.ArgumentParser(prog=PROG, description="Render a held-out procedural scene, record it as a "
                                      "rosbag2 file, play it into the ROS reconstruct node, and compare what the "
                                      "node publishes with the ground truth.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     add_demo_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None, estimator: Optional[Estimator] = None) -> int:
+    """Console script ``reconstruct-demo``; ``estimator`` replaces the model (tests)."""
+    args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
     reconstruct = functools.partial(reconstruct_with_node, estimator=estimator)

@@ -11,13 +11,39 @@ launch file raises it before any process starts, so a bad argument ends the laun
 
 import os
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import yaml
 
 # string parameters of the node that a launch argument of the same name overrides when it is not empty
 OVERRIDABLE = ("checkpoint", "preset", "device", "transport", "rectify", "tf_mode", "odom_frame", "base_frame",
                "map_save_dir")
+
+
+class LaunchArgument(NamedTuple):
+    name: str
+    default: Optional[str]   # None: the launch file supplies it (the installed parameter file)
+    description: str
+
+
+# What the launch file declares, in ``ros2 launch ... --show-args`` order (docs/ros.md lists the same).
+LAUNCH_ARGUMENTS = (
+    LaunchArgument("params_file", None, "parameter file of the reconstruct node"),
+    LaunchArgument("checkpoint", "", "weights file or directory (full precision or quantized); empty: file's"),
+    LaunchArgument("preset", "", "named model (e.g. vggt-1b); empty: file's"),
+    LaunchArgument("image_topics", "", "one topic, or a YAML list of topics (one per camera); empty: file's"),
+    LaunchArgument("transport", "", "raw or compressed; empty: file's"),
+    LaunchArgument("device", "", "auto, cpu, cuda, cuda:1; empty: file's"),
+    LaunchArgument("rectify", "", "auto (undistort cameras whose CameraInfo has distortion) or off; empty: file's"),
+    LaunchArgument("tf_mode", "", "cameras (map -> optical frames), map_odom (REP 105 map -> odom) or none; "
+                   "empty: file's"),
+    LaunchArgument("odom_frame", "", "map_odom: odometry frame; empty: file's"),
+    LaunchArgument("base_frame", "", "map_odom: body frame; empty: file's"),
+    LaunchArgument("map_save_dir", "", "where ~/save_map writes its timestamped folders; empty: file's"),
+    LaunchArgument("namespace", "", "namespace of the node and RViz (topics become /<namespace>/vggt/...)"),
+    LaunchArgument("use_sim_time", "false", "true/false: follow /clock (e.g. `ros2 bag play --clock`)"),
+    LaunchArgument("rviz", "true", "true/false: also start RViz with the shipped view (warns if not installed)"),
+)
 # what launch's own conditions accept (launch.conditions.evaluate_condition_expression), so `rviz:=True` and
 # `use_sim_time:=1` mean what they mean elsewhere in ROS
 TRUE_WORDS = ("true", "1")

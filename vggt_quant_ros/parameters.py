@@ -3,7 +3,7 @@ ranges, which may change at runtime) and the typed snapshot the node works from.
 
 The reconstruction's own parameters are the streaming library's (``vggt_quant_core.stream.settings``); the
 node adds its topics, frames and health. The node declares ``PARAMETERS`` with rclpy and turns the values
-into ``NodeSettings`` with ``settings_from``; ``config/reconstruct.yaml`` and the README list the same
+into ``NodeSettings`` with ``settings_from``; ``config/reconstruct.yaml`` and docs/ros.md list the same
 parameters.
 """
 

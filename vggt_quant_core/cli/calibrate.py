@@ -80,14 +80,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def bags_main(argv: List[str], prog: str, description: str) -> int:
-    """``calibrate`` on bags as a program of its own (the ROS console script): its own prog name and
-    description, ``-v``, and a Ctrl-C message that says how to resume."""
+def bags_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The arguments of ``calibrate`` on bags as a program of its own (the ROS console script): its own prog name
+    and description, and ``-v``."""
     parser = argparse.ArgumentParser(prog=prog, description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     add_arguments(parser, folders=False)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def bags_main(argv: List[str], prog: str, description: str) -> int:
+    """``calibrate`` on bags as a program of its own, with a Ctrl-C message that says how to resume."""
+    args = bags_parser(prog, description).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
                         stream=sys.stderr, force=True)
     work_dir = args.work_dir or args.out.with_name(args.out.name + ".work")
