@@ -95,6 +95,42 @@ def check_params_file(path: str, argument: str = "params_file") -> str:
     return path
 
 
+# parameters that earlier versions of the node had, and what replaced them
+REPLACED_PARAMETERS = {"publish_tf": "tf_mode (cameras, map_odom or none)"}
+# parameters rcl or rclpy declare on every node
+_BUILT_IN_PARAMETER = re.compile(r"^(use_sim_time|start_type_description_service|qos_overrides\..*)$")
+
+
+def unknown_parameters(path: str, node_name: str, declared: Sequence[str]) -> List[str]:
+    """The parameters ``path`` sets for the node (under ``/**``, ``node_name`` or ``/node_name``) that it does
+    not declare, each with what replaced it if it was renamed. rcl keeps them as overrides that nobody reads, so
+    a misspelt or removed name would otherwise change nothing without a word. A file that ``yaml.safe_load``
+    cannot read (launch_ros's own, with Python tags) is rcl's to check: nothing is reported for it."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = yaml.safe_load(stream)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    sections = [data.get(key) for key in ("/**", node_name, f"/{node_name}")] if isinstance(data, dict) else []
+    names: List[str] = []
+    for section in sections:
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            names += _flattened_names(section["ros__parameters"])
+    known = set(declared)
+    unknown = dict.fromkeys(name for name in names if name not in known and not _BUILT_IN_PARAMETER.match(name))
+    return [f"{name} (replaced by {REPLACED_PARAMETERS[name]})" if name in REPLACED_PARAMETERS else name
+            for name in unknown]
+
+
+def _flattened_names(parameters: Mapping[str, Any], prefix: str = "") -> List[str]:
+    """``{a: {b: 1}}`` sets the parameter ``a.b``, as rcl reads it."""
+    names: List[str] = []
+    for key, value in parameters.items():
+        name = f"{prefix}{key}"
+        names += _flattened_names(value, f"{name}.") if isinstance(value, dict) else [name]
+    return names
+
+
 def params_files_of(ros_arguments: Sequence[str]) -> List[str]:
     """The files given with ``--params-file`` on a command line (the node has no arguments of its own, so each
     one is rcl's)."""

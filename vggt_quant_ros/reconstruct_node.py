@@ -51,7 +51,7 @@ from vggt_quant_core.stream.window_processor import WindowError
 
 from . import conversions
 from .diagnostics import Stats, Throttle, diagnostic_status, stall_warning
-from .launch_arguments import ArgumentError, check_params_file, params_files_of
+from .launch_arguments import ArgumentError, check_params_file, params_files_of, unknown_parameters
 from .node_threads import LatestWinsQueue, StallWatch
 from .outputs import WindowPublishers
 from .parameters import PARAMETERS, ConfigurationError, NodeSettings, Param, settings_from
@@ -404,6 +404,10 @@ def main(args: Optional[List[str]] = None) -> int:
     try:
         for path in params_files_of(sys.argv if args is None else args):
             check_params_file(path, argument="--params-file")   # rcl would fail in rclpy.init with a traceback
+            unknown = unknown_parameters(path, NODE_NAME, [param.name for param in PARAMETERS])
+            if unknown:
+                rclpy.logging.get_logger(NODE_NAME).warning(
+                    f"{path} sets parameters this node does not have, ignored: {', '.join(unknown)}")
         with rclpy.init(args=args):
             node = ReconstructNode()
             executor = MultiThreadedExecutor()

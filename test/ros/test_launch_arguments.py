@@ -9,7 +9,9 @@ import pytest
 from helpers import REPO
 
 from vggt_quant_ros.launch_arguments import (ArgumentError, check_params_file, exit_reason, fatal_message,
-                                             node_parameters, parse_bool, parse_image_topics, params_files_of)
+                                             node_parameters, parse_bool, parse_image_topics, params_files_of,
+                                             unknown_parameters)
+from vggt_quant_ros.parameters import PARAMETERS
 
 CONFIG = str(REPO / "config" / "reconstruct.yaml")
 DEFAULTS = {"params_file": CONFIG, "checkpoint": "", "preset": "", "image_topics": "", "transport": "", "device": "",
@@ -66,6 +68,30 @@ def test_an_unreadable_parameter_file_is_refused(tmp_path):
 
 def test_the_shipped_parameter_file_is_accepted():
     assert check_params_file(CONFIG) == CONFIG
+
+
+DECLARED = [param.name for param in PARAMETERS]
+
+
+def test_the_shipped_parameter_file_sets_only_declared_parameters():
+    assert unknown_parameters(CONFIG, "vggt", DECLARED) == []
+
+
+def test_unknown_parameters_are_those_the_node_does_not_declare(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    publish_tf: true\n    use_sim_time: true\n"
+                      "    qos_overrides: {/tf: {publisher: {depth: 10}}}\n    cloud: {voxel: 0.1}\n"
+                      "/vggt:\n  ros__parameters:\n    window_size: 6\n    window_sise: 6\n"
+                      "other_node:\n  ros__parameters:\n    anything: 1\n")
+    assert unknown_parameters(str(params), "vggt", DECLARED) == [
+        "publish_tf (replaced by tf_mode (cameras, map_odom or none))", "cloud.voxel", "window_sise"]
+
+
+def test_files_safe_yaml_cannot_read_are_left_to_rcl(tmp_path):
+    launch_ros_file = tmp_path / "launch_params.yaml"   # what launch_ros writes for list overrides
+    launch_ros_file.write_text("/**:\n  ros__parameters:\n    image_topics: !!python/tuple ['/a']\n")
+    assert unknown_parameters(str(launch_ros_file), "vggt", DECLARED) == []
+    assert unknown_parameters(str(tmp_path / "missing.yaml"), "vggt", DECLARED) == []
 
 
 def test_params_files_are_found_on_a_ros_command_line():

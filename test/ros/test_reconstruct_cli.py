@@ -43,6 +43,22 @@ def test_configuration_errors_exit_once_with_one_line(ros_args, reason):
     assert len(fatal) == 1 and reason in fatal[0], output
 
 
+def test_parameters_the_node_does_not_have_are_named_in_one_warning(tmp_path):
+    """An old or misspelt name would otherwise be kept by rcl and read by nobody; the missing checkpoint then
+    ends the run quickly."""
+    params = tmp_path / "old.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    publish_tf: true\n    window_sise: 6\n")
+    result = subprocess.run(_command("--params-file", str(params), "-p", "checkpoint:=/nonexistent/model.pt"),
+                            env=ENV, capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    warnings = [line for line in output.splitlines() if "WARN" in line and str(params) in line]
+    assert len(warnings) == 1, output
+    assert warnings[0].endswith("sets parameters this node does not have, ignored: publish_tf (replaced by "
+                                "tf_mode (cameras, map_odom or none)), window_sise"), output
+    assert not any("does not have" in line and CONFIG in line for line in output.splitlines()), output
+    assert result.returncode == 1 and "checkpoint /nonexistent/model.pt not found" in output
+
+
 def test_a_checkpoint_that_cannot_be_read_is_fatal(tmp_path):
     broken = tmp_path / "model.pt"
     broken.write_bytes(b"not a checkpoint")
