@@ -10,7 +10,7 @@ Run two recipes at once, one thread each, on a 2-core machine (they then share n
 
     python benchmarks/pose_levers.py --recipe baseline --cache DIR --out RUNS/baseline --threads 1 &
     python benchmarks/pose_levers.py --recipe levers --cache DIR --out RUNS/levers --threads 1 &
-    python benchmarks/pose_levers.py --report RUNS --json benchmarks/results/pose_levers.json
+    python benchmarks/pose_levers.py --report RUNS --held-out-scenes 48 --json benchmarks/results/pose_levers.json
 
 Runs resume (``--resume``) from their checkpoint; write them outside the repository.
 """
@@ -32,7 +32,8 @@ from vggt_quant_core.model import VGGT
 from vggt_quant_core.presets import TRAINED_DEFAULT, get_preset
 from vggt_quant_core.train.dataset import WindowSampler, load_scene_cache, window_batch
 from vggt_quant_core.train.losses import LossWeights
-from vggt_quant_core.train.trainer import TrainSettings, train, training_forward
+from vggt_quant_core.train.trainer import (TrainSettings, train, training_forward, validation_scores,
+                                           validation_sequences)
 from reporting import emit  # benchmarks/reporting.py (the script's folder is on sys.path)
 
 POSE_FIRST = LossWeights(depth=0.0, point=0.0)
@@ -120,18 +121,29 @@ def run_recipe(args: argparse.Namespace) -> None:
           recipe.weights, resume=args.resume, provenance={"recipe": args.recipe, "cache": str(args.cache)})
 
 
-def report(runs: Path, held_out: Optional[Path]) -> dict:
-    rows, windows = [], {}
+def report(runs: Path, held_out: Optional[Path], held_out_scenes: int = 0) -> dict:
+    """Every run below ``runs``: its validations; with ``held_out``, its checkpoint on held-out windows of the
+    training shape; with ``held_out_scenes``, its checkpoint on that many held-out 10-frame sequences scored as
+    the validation scores them (more scenes than a validation, for a steadier final figure)."""
+    rows, windows, ten_frames = [], {}, {}
     cache = load_scene_cache(held_out) if held_out else None
+    sequences = None
     for log_path in sorted(runs.glob("*/train_log.json")):
         record = json.loads(log_path.read_text())
         recipe = record["provenance"].get("recipe", log_path.parent.name)
         last = record["history"][-1] if record["history"] else {}
-        if cache is not None:
+        if cache is not None or held_out_scenes:
             model = VGGT(get_preset(TRAINED_DEFAULT).config)
             state = torch.load(log_path.parent / "checkpoint.pt", map_location="cpu", weights_only=True)
             model.load_state_dict(state["model"])
+        if cache is not None:
             windows[recipe] = {"step": int(state["step"]), **window_pose_scores(model, cache)}
+        if held_out_scenes:
+            if sequences is None:
+                settings = replace(TrainSettings(**record["settings"]), validation_scenes=held_out_scenes)
+                sequences = validation_sequences(settings, record["cache"]["width"], record["cache"]["height"],
+                                                 settings.validation_textures)
+            ten_frames[recipe] = {"step": int(state["step"]), **validation_scores(model, sequences)}
         for scores in record["validation"]:
             rows.append({"recipe": recipe, "step": scores["step"], "auc@30": scores["auc@30"],
                          "rotation_error_deg": scores["rotation_error_deg_mean"],
@@ -141,7 +153,7 @@ def report(runs: Path, held_out: Optional[Path]) -> dict:
                          "match_top1_last": last.get("match_top1"), "wall_s": record["elapsed"]["wall_s"]})
     return {"recipes": {name: {"description": recipe.description, "sampler": asdict(recipe.sampler)}
                         for name, recipe in RECIPES.items()},
-            "validation_10_frames": rows, "held_out_windows": windows}
+            "validation_10_frames": rows, "held_out_windows": windows, "held_out_10_frames": ten_frames}
 
 
 def main() -> None:
@@ -159,13 +171,15 @@ def main() -> None:
     parser.add_argument("--report", type=Path, help="tabulate every run below this folder instead of training")
     parser.add_argument("--held-out", type=Path,
                         help="with --report: a cache of held-out seeds whose training-shaped windows score each run")
+    parser.add_argument("--held-out-scenes", type=int, default=0,
+                        help="with --report: score each run's checkpoint on this many held-out 10-frame sequences")
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.report:
-        emit(report(args.report, args.held_out), args.json)
+        emit(report(args.report, args.held_out, args.held_out_scenes), args.json)
         return
     if not (args.recipe and args.cache and args.out):
         parser.error("training needs --recipe, --cache and --out (or --report RUNS)")

@@ -200,14 +200,15 @@ def training_forward(model: VGGT, images: torch.Tensor, dense: bool) -> Dict[str
     return {"pose_enc": pose_enc_list[-1], "pose_enc_list": pose_enc_list}
 
 
-def _validation_sequences(settings: TrainSettings, width: int, height: int, textures: str) -> List[SceneSequence]:
-    """The validation scenes, rendered once per run (every validation scores the same ones)."""
+def validation_sequences(settings: TrainSettings, width: int, height: int, textures: str) -> List[SceneSequence]:
+    """The validation scenes (held-out seeds from ``validation_first_seed``), rendered once per run (every
+    validation scores the same ones)."""
     first = settings.validation_first_seed
     return [generate_sequence(seed, settings.validation_frames, width, height, textures=textures)
             for seed in range(first, first + settings.validation_scenes)]
 
 
-def _validate(model: VGGT, sequences: List[SceneSequence]) -> Dict[str, float]:
+def validation_scores(model: VGGT, sequences: List[SceneSequence]) -> Dict[str, float]:
     """Headline metrics, the mean rotation error of all frame pairs (the model's and the identity's) and the
     mean translation-direction error (the model's and that of the best constant direction)."""
     model.eval()
@@ -343,8 +344,8 @@ def train(model: VGGT, cache: Dict[str, np.ndarray], out: Path, settings: TrainS
             sums, counted = {}, 0
         if done % settings.validate_every == 0 or done == settings.steps:
             if validation is None:
-                validation = _validation_sequences(settings, int(width), int(height), settings.validation_textures)
-            scores = _validate(model, validation)
+                validation = validation_sequences(settings, int(width), int(height), settings.validation_textures)
+            scores = validation_scores(model, validation)
             record["validation"].append({"step": done, **scores})
             log_fn(f"train: validation at step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
         if done % settings.checkpoint_every == 0 or done == settings.steps:
